@@ -1,0 +1,47 @@
+# dino-speech: `make demo` runs the whole mission on the built-in demo corpus; `make test` runs the test suite.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+DEMO_DATA ?= data/demo
+DEMO_RUN ?= runs/demo
+PYTEST_ARGS ?=
+
+.PHONY: venv sysdeps corpus demo test test-fast bench clean
+
+venv: $(STAMP)
+
+# Reinstall when the dependency list changes; pip's cache makes a re-run cheap.
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+# Speech synthesisers for the demo corpus (Debian packages). Without root, see README "Without root".
+sysdeps:
+	@if command -v espeak-ng >/dev/null && command -v flite >/dev/null; then :; \
+	elif [ "$$(id -u)" = 0 ]; then \
+		(apt-get install -y -qq espeak-ng flite >/dev/null 2>&1 || \
+		 (apt-get update -qq >/dev/null && apt-get install -y -qq espeak-ng flite >/dev/null)); \
+	else echo "espeak-ng/flite missing: run 'sudo apt-get install espeak-ng flite' (or see README, Without root)"; fi
+
+corpus: venv sysdeps
+	$(PY) -m modeling_dino_speech.data.demo_corpus --out $(DEMO_DATA)
+
+# Until the end-to-end demo lands, `make demo` shows what exists: the standard models and their sizes.
+demo: venv
+	$(PY) -c "import torch, modeling_dino_speech as m; [print(f'{n}: {sum(p.numel() for p in m.DinoSpeechModel(m.DinoSpeechConfig(**k)).parameters())/1e6:.2f}M parameters') for n, k in [('light ResNet34', {}), ('ResNet34', {'resnet_base_width': 32}), ('ECAPA-TDNN C=512', {'backbone': 'ecapa_tdnn', 'embedding_size': 192, 'pooling': 'attentive_statistics'})]]"
+
+# pytest exits 5 when it collects no test: not a failure of the suite.
+test: venv sysdeps
+	$(PY) -m pytest -q $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" -x $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+bench: venv
+	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,309 @@
+"""Kaldi-compatible log-mel filterbank features, computed for a whole batch at once."""
+
+from __future__ import annotations
+
+import math
+import warnings
+from typing import List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers import BatchFeature, SequenceFeatureExtractor
+
+try:  # resampling is only needed for audio that is not already at the model's rate
+    import torchaudio.functional as _taF
+except Exception:  # pragma: no cover - a broken torchaudio must not break feature extraction at 16 kHz
+    _taF = None
+
+# Kaldi floors the mel energies at float32 machine epsilon before taking the log.
+_LOG_FLOOR = float(torch.finfo(torch.float32).eps)
+_PREEMPHASIS = 0.97
+_POVEY_EXPONENT = 0.85
+
+
+def _mel(freq: np.ndarray) -> np.ndarray:
+    return 1127.0 * np.log1p(np.asarray(freq, dtype=np.float64) / 700.0)
+
+
+def kaldi_mel_filter_bank(
+    num_mel_bins: int, num_fft_bins: int, sampling_rate: int, low_freq: float, high_freq: float
+) -> np.ndarray:
+    """Triangular filters equally spaced on Kaldi's mel scale, triangular in mel space.
+
+    Returns:
+        `np.ndarray` of shape `(num_fft_bins // 2 + 1, num_mel_bins)`; the Nyquist row is zero, as in Kaldi.
+    """
+    nyquist = 0.5 * sampling_rate
+    if high_freq <= 0:
+        high_freq += nyquist
+    if not 0.0 <= low_freq < high_freq <= nyquist:
+        raise ValueError(f"need 0 <= low_freq < high_freq <= {nyquist}, got low={low_freq} high={high_freq}")
+    half = num_fft_bins // 2
+    mel_low, mel_high = _mel(low_freq), _mel(high_freq)
+    delta = (mel_high - mel_low) / (num_mel_bins + 1)
+    edges = mel_low + delta * np.arange(num_mel_bins + 2)
+    left, center, right = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    bin_mel = _mel(np.arange(half) * sampling_rate / num_fft_bins)[None, :]
+    up = (bin_mel - left) / (center - left)
+    down = (right - bin_mel) / (right - center)
+    banks = np.clip(np.minimum(up, down), 0.0, None)
+    return np.concatenate([banks, np.zeros((num_mel_bins, 1))], axis=1).T
+
+
+class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
+    r"""Log-mel filterbank features as Kaldi computes them, with mean normalisation and padding.
+
+    Matches `torchaudio.compliance.kaldi.fbank(waveform * 32768, num_mel_bins=80, low_freq=20, high_freq=7600,
+    dither=0)` (povey window, pre-emphasis 0.97, DC removal, power spectrum, `snip_edges=True`), but for a
+    whole padded batch in a handful of tensor operations.
+
+    Args:
+        feature_size: number of mel bins.
+        sampling_rate: rate the features are computed at; other rates are resampled to it.
+        frame_length_ms, frame_shift_ms: analysis window and hop.
+        low_freq, high_freq: band of the mel filters in Hz (`high_freq <= 0` is relative to Nyquist, as in Kaldi).
+        mean_normalization: `"sliding"` (Kaldi's centred sliding-window CMN, the paper's short-time mean
+            normalisation), `"utterance"` (subtract the utterance mean) or `None`.
+        mean_normalization_window: window of the sliding normalisation, in frames.
+        waveform_scale: waveforms in [-1, 1] are multiplied by this before the fbank (Kaldi works on 16-bit
+            sample values; the log floor makes the scale matter slightly).
+    """
+
+    model_input_names = ["input_features", "attention_mask"]
+
+    def __init__(
+        self,
+        feature_size: int = 80,
+        sampling_rate: int = 16000,
+        padding_value: float = 0.0,
+        frame_length_ms: float = 25.0,
+        frame_shift_ms: float = 10.0,
+        low_freq: float = 20.0,
+        high_freq: float = 7600.0,
+        mean_normalization: Optional[str] = "sliding",
+        mean_normalization_window: int = 150,
+        waveform_scale: float = 32768.0,
+        return_attention_mask: bool = True,
+        **kwargs,
+    ):
+        super().__init__(
+            feature_size=feature_size,
+            sampling_rate=sampling_rate,
+            padding_value=padding_value,
+            return_attention_mask=return_attention_mask,
+            **kwargs,
+        )
+        if mean_normalization not in ("sliding", "utterance", None):
+            raise ValueError(f"mean_normalization must be 'sliding', 'utterance' or None, got {mean_normalization!r}")
+        self.frame_length_ms = frame_length_ms
+        self.frame_shift_ms = frame_shift_ms
+        self.low_freq = low_freq
+        self.high_freq = high_freq
+        self.mean_normalization = mean_normalization
+        self.mean_normalization_window = int(mean_normalization_window)
+        self.waveform_scale = waveform_scale
+        self._mel_cache: dict = {}
+
+    # The cache holds tensors per device: keep it out of the saved JSON.
+    def to_dict(self) -> dict:
+        output = super().to_dict()
+        output.pop("_mel_cache", None)
+        return output
+
+    @classmethod
+    def from_model_config(cls, config) -> "DinoSpeechFeatureExtractor":
+        """Build the feature extractor that a [`DinoSpeechConfig`] was trained with."""
+        return cls(**config.feature_extractor_kwargs)
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sampling_rate * self.frame_length_ms / 1000.0))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sampling_rate * self.frame_shift_ms / 1000.0))
+
+    @property
+    def n_fft(self) -> int:
+        return 1 << (self.win_length - 1).bit_length()
+
+    def num_frames(self, num_samples: Union[int, torch.Tensor]) -> Union[int, torch.Tensor]:
+        """Frames Kaldi produces (`snip_edges=True`) for `num_samples` samples; 0 when shorter than a window."""
+        if isinstance(num_samples, torch.Tensor):
+            return torch.where(
+                num_samples >= self.win_length,
+                torch.div(num_samples - self.win_length, self.hop_length, rounding_mode="floor") + 1,
+                torch.zeros_like(num_samples),
+            )
+        return 0 if num_samples < self.win_length else 1 + (num_samples - self.win_length) // self.hop_length
+
+    def _constants(self, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor]:
+        key = str(device)
+        if key not in self._mel_cache:
+            window = torch.hann_window(self.win_length, periodic=False, dtype=torch.float64).pow(_POVEY_EXPONENT)
+            banks = kaldi_mel_filter_bank(self.feature_size, self.n_fft, self.sampling_rate, self.low_freq, self.high_freq)
+            self._mel_cache[key] = (
+                window.to(device=device, dtype=torch.float32),
+                torch.from_numpy(banks).to(device=device, dtype=torch.float32),
+            )
+        return self._mel_cache[key]
+
+    def compute_features(
+        self, waveforms: torch.Tensor, lengths: Optional[torch.Tensor] = None
+    ) -> Tuple[torch.Tensor, torch.Tensor]:
+        """Fbank of a zero-padded batch, on whatever device `waveforms` lives.
+
+        Args:
+            waveforms: `(batch, samples)` float tensor in [-1, 1] at `self.sampling_rate`.
+            lengths: `(batch,)` valid samples per row; `None` means every row is full length.
+
+        Returns:
+            `features` of shape `(batch, frames, feature_size)` (zero on padded frames) and `attention_mask`
+            of shape `(batch, frames)` (int64, 1 on real frames).
+        """
+        if waveforms.dim() != 2:
+            raise ValueError(f"waveforms must be (batch, samples), got shape {tuple(waveforms.shape)}")
+        batch, total = waveforms.shape
+        device = waveforms.device
+        if lengths is None:
+            lengths = torch.full((batch,), total, dtype=torch.long, device=device)
+        lengths = lengths.to(device=device, dtype=torch.long)
+        frame_counts = self.num_frames(lengths)
+        max_frames = int(frame_counts.max().item()) if batch else 0
+        if max_frames == 0:
+            raise ValueError(
+                f"every waveform is shorter than one {self.frame_length_ms} ms analysis window "
+                f"({self.win_length} samples)"
+            )
+        window, banks = self._constants(device)
+        span = (max_frames - 1) * self.hop_length + self.win_length
+        frames = waveforms[:, :span].float().unfold(1, self.win_length, self.hop_length) * self.waveform_scale
+        frames = frames - frames.mean(dim=-1, keepdim=True)
+        # Kaldi's pre-emphasis treats the sample before the first one of each frame as the first one itself.
+        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
+        frames = (frames - _PREEMPHASIS * previous) * window
+        power = torch.fft.rfft(frames, n=self.n_fft).abs().pow(2)
+        features = torch.matmul(power, banks).clamp_min(_LOG_FLOOR).log()
+        mask = torch.arange(max_frames, device=device)[None, :] < frame_counts[:, None]
+        features = self._normalize_mean(features, mask, frame_counts)
+        return features * mask[..., None], mask.long()
+
+    def _normalize_mean(self, features: torch.Tensor, mask: torch.Tensor, frame_counts: torch.Tensor) -> torch.Tensor:
+        if self.mean_normalization is None:
+            return features
+        masked = features * mask[..., None]
+        counts = frame_counts.clamp_min(1)
+        if self.mean_normalization == "utterance":
+            return features - masked.sum(dim=1, keepdim=True) / counts[:, None, None]
+        # Kaldi's apply-cmvn-sliding --center=true: a window of W frames centred on t, shifted to stay inside
+        # the utterance and shortened only when the utterance itself is shorter than W.
+        batch, num_frames, _ = features.shape
+        cumulative = F.pad(masked.cumsum(dim=1), (0, 0, 1, 0))
+        t = torch.arange(num_frames, device=features.device)[None, :]
+        start = t - self.mean_normalization_window // 2
+        end = start + self.mean_normalization_window
+        end = torch.where(start < 0, end - start, end)
+        start = start.clamp_min(0)
+        overshoot = (end - counts[:, None]).clamp_min(0)
+        start = (start - overshoot).clamp_min(0)
+        end = end - overshoot
+        index = lambda i: i[..., None].expand(batch, num_frames, features.shape[-1])  # noqa: E731
+        window_sum = cumulative.gather(1, index(end)) - cumulative.gather(1, index(start))
+        return features - window_sum / (end - start).clamp_min(1)[..., None].to(features.dtype)
+
+    def __call__(
+        self,
+        raw_speech: Union[np.ndarray, List[float], List[np.ndarray], List[torch.Tensor], torch.Tensor],
+        sampling_rate: Optional[int] = None,
+        return_tensors: Optional[str] = None,
+        return_attention_mask: Optional[bool] = None,
+        device: Optional[Union[str, torch.device]] = None,
+        **kwargs,
+    ) -> BatchFeature:
+        """Featurise one waveform or a list of waveforms of different lengths.
+
+        Args:
+            raw_speech: a 1-D waveform, or a list of them (floats in [-1, 1]). 2-D arrays are refused: pass a list
+                for a batch, and average the channels of multi-channel audio first.
+            sampling_rate: rate of `raw_speech` (an int); resampled to `self.sampling_rate` when different.
+            return_tensors: `"pt"`, `"np"` or `None` (lists).
+            device: where to compute (e.g. `"cuda"`); defaults to CPU.
+
+        Returns:
+            [`BatchFeature`] with `input_features` `(batch, frames, feature_size)` and `attention_mask`
+            `(batch, frames)`.
+        """
+        if sampling_rate is None:
+            warnings.warn(
+                f"No sampling_rate given to {type(self).__name__}: assuming {self.sampling_rate} Hz. Pass it "
+                "explicitly to avoid silent errors.",
+                stacklevel=2,
+            )
+            sampling_rate = self.sampling_rate
+        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
+            raise TypeError(f"sampling_rate must be a positive int (Hz), got {sampling_rate!r} ({type(sampling_rate).__name__})")
+        waveforms = self._as_waveform_list(raw_speech)
+        device = torch.device(device) if device is not None else torch.device("cpu")
+        tensors = [torch.as_tensor(w, dtype=torch.float32, device=device) for w in waveforms]
+        if sampling_rate != self.sampling_rate:
+            if _taF is None:
+                raise RuntimeError("torchaudio is needed to resample audio but could not be imported")
+            tensors = [_taF.resample(w, int(sampling_rate), self.sampling_rate) for w in tensors]
+        for i, w in enumerate(tensors):
+            if w.numel() < self.win_length:
+                raise ValueError(
+                    f"waveform {i} has {w.numel()} samples at {self.sampling_rate} Hz, shorter than one "
+                    f"{self.frame_length_ms} ms analysis window ({self.win_length} samples)"
+                )
+        lengths = torch.tensor([w.numel() for w in tensors], device=device)
+        padded = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
+        features, mask = self.compute_features(padded, lengths)
+        if self.padding_value:
+            features = features.masked_fill(~mask.bool()[..., None], self.padding_value)
+        data = {"input_features": features}
+        if return_attention_mask if return_attention_mask is not None else self.return_attention_mask:
+            data["attention_mask"] = mask
+        if return_tensors != "pt":
+            data = {k: v.cpu().numpy() for k, v in data.items()}
+            if return_tensors is None:
+                counts = mask.sum(dim=1).tolist()
+                data = {k: [row[: int(n)] for row, n in zip(v, counts)] for k, v in data.items()}
+        return BatchFeature(data, tensor_type=return_tensors)
+
+    @staticmethod
+    def _as_waveform_list(raw_speech) -> List[np.ndarray]:
+        if isinstance(raw_speech, torch.Tensor):
+            raw_speech = raw_speech.detach().cpu().numpy()
+        if isinstance(raw_speech, np.ndarray):
+            if raw_speech.ndim != 1:
+                raise ValueError(
+                    f"expected a 1-D mono waveform, got an array of shape {raw_speech.shape}: pass a list of 1-D "
+                    "waveforms for a batch, and average the channels of multi-channel audio first"
+                )
+            items: Sequence = [raw_speech]
+        elif isinstance(raw_speech, (list, tuple)):
+            if len(raw_speech) == 0:
+                raise ValueError("raw_speech is an empty list: nothing to featurise")
+            items = [raw_speech] if np.isscalar(raw_speech[0]) else raw_speech
+        else:
+            raise TypeError(f"raw_speech must be an array or a list of arrays, got {type(raw_speech).__name__}")
+        waveforms = []
+        for i, item in enumerate(items):
+            if isinstance(item, torch.Tensor):
+                item = item.detach().cpu().numpy()
+            array = np.asarray(item, dtype=np.float32)
+            if array.ndim != 1:
+                raise ValueError(
+                    f"waveform {i} has shape {array.shape}; expected 1-D mono audio (average the channels of "
+                    "multi-channel audio first)"
+                )
+            if array.size == 0:
+                raise ValueError(f"waveform {i} is empty")
+            if not np.isfinite(array).all():
+                raise ValueError(f"waveform {i} contains NaN or infinite samples")
+            waveforms.append(array)
+        return waveforms
+
+
+DinoSpeechFeatureExtractor.register_for_auto_class()

@@ -1,0 +1,124 @@
+"""Losses named after the paper: the DINO cross-entropy with its centre, and additive angular margin softmax."""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Optional
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from torch import nn
+
+
+class DINOLoss(nn.Module):
+    """Cross-entropy between the teacher's centred, sharpened distribution and the student's, over all
+    (teacher global view, student view) pairs except a view with itself.
+
+    The centre `c` (an EMA of teacher outputs, averaged over all processes) is subtracted before the teacher
+    softmax: centring stops one prototype from dominating, sharpening (a low teacher temperature) stops the
+    uniform collapse; together they replace negative samples.
+
+    Args:
+        num_prototypes: K.
+        num_global_crops: views the teacher sees (they come first in the student's output).
+        student_temperature: temperature of the student softmax.
+        center_momentum: EMA momentum of the centre.
+    """
+
+    def __init__(self, num_prototypes: int, num_global_crops: int = 2, student_temperature: float = 0.1,
+                 center_momentum: float = 0.9):
+        super().__init__()
+        self.num_global_crops = num_global_crops
+        self.student_temperature = student_temperature
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, num_prototypes))
+
+    def teacher_probabilities(self, teacher_output: torch.Tensor, teacher_temperature: float) -> torch.Tensor:
+        """`(V_t * B, K)` teacher logits -> centred, sharpened probabilities of the same shape."""
+        return F.softmax((teacher_output.float() - self.center) / teacher_temperature, dim=-1)
+
+    def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor,
+                teacher_temperature: float) -> torch.Tensor:
+        """
+        Args:
+            student_output: `(V_s * B, K)` logits, crops stacked view-major (all of view 0, then view 1, ...),
+                the global views first.
+            teacher_output: `(V_t * B, K)` logits of the global views, view-major.
+            teacher_temperature: the sharpening temperature at this step.
+
+        Returns:
+            scalar loss: mean over batch and over the `V_t * V_s - V_t` pairs.
+        """
+        teacher_views = self.teacher_probabilities(teacher_output, teacher_temperature).detach()
+        teacher_views = teacher_views.chunk(self.num_global_crops)
+        student_views = F.log_softmax(student_output.float() / self.student_temperature, dim=-1)
+        student_views = student_views.chunk(student_output.shape[0] // teacher_views[0].shape[0])
+        total, pairs = student_output.new_zeros((), dtype=torch.float32), 0
+        for t, teacher in enumerate(teacher_views):
+            for s, student in enumerate(student_views):
+                if s == t:
+                    continue
+                total = total + torch.sum(-teacher * student, dim=-1).mean()
+                pairs += 1
+        if pairs == 0:
+            raise ValueError("DINO needs at least two views: one for the teacher and another for the student")
+        return total / pairs
+
+    @torch.no_grad()
+    def update_center(self, teacher_output: torch.Tensor,
+                      all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+        """EMA of the batch mean of teacher logits; averaged over processes so every rank keeps one centre.
+
+        Args:
+            all_reduce: maps a per-process tensor to its mean over processes (e.g. `accelerator.reduce(x,
+                "mean")`); default: torch.distributed mean when initialised, else identity.
+        """
+        batch_center = teacher_output.float().mean(dim=0, keepdim=True)
+        if all_reduce is not None:
+            batch_center = all_reduce(batch_center)
+        elif dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            dist.all_reduce(batch_center)
+            batch_center = batch_center / dist.get_world_size()
+        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
+
+
+class AAMSoftmax(nn.Module):
+    """Additive angular margin softmax (ArcFace), optionally with sub-centres per class.
+
+    Logits are `scale * cos(theta_y + margin)` for the true class and `scale * cos(theta_j)` for the others,
+    where theta is the angle to the nearest sub-centre of each class. Without labels (inference) no margin is
+    applied.
+    """
+
+    def __init__(self, embedding_size: int, num_labels: int, margin: float = 0.2, scale: float = 30.0,
+                 subcenters: int = 1):
+        super().__init__()
+        self.num_labels = num_labels
+        self.subcenters = subcenters
+        self.scale = scale
+        self.margin = margin
+        self.weight = nn.Parameter(torch.empty(num_labels * subcenters, embedding_size))
+
+    def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """`(B, D)` -> `(B, num_labels)` cosine to the nearest sub-centre of each class."""
+        cos = F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+        if self.subcenters > 1:
+            cos = cos.view(-1, self.num_labels, self.subcenters).amax(dim=-1)
+        return cos
+
+    def forward(self, embeddings: torch.Tensor, labels: Optional[torch.Tensor] = None):
+        """Returns `(logits, loss)`; loss is None without labels."""
+        cos = self.cosine(embeddings)
+        if labels is None:
+            return self.scale * cos, None
+        cos = cos.clamp(-1 + 1e-7, 1 - 1e-7)
+        sin = torch.sqrt(1.0 - cos.pow(2))
+        cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
+        with_margin = cos * cos_m - sin * sin_m
+        # Past theta = pi - m, cos(theta + m) stops decreasing; use the linear extension as ArcFace does.
+        with_margin = torch.where(cos > math.cos(math.pi - self.margin), with_margin,
+                                  cos - math.sin(math.pi - self.margin) * self.margin)
+        one_hot = F.one_hot(labels, self.num_labels).to(cos.dtype)
+        logits = self.scale * (one_hot * with_margin + (1.0 - one_hot) * cos)
+        return logits, F.cross_entropy(logits, labels)

@@ -1,0 +1,107 @@
+import numpy as np
+import pytest
+import torch
+import torchaudio
+
+from modeling_dino_speech import DinoSpeechFeatureExtractor
+
+
+def kaldi_reference(wave: np.ndarray, **kw) -> torch.Tensor:
+    return torchaudio.compliance.kaldi.fbank(
+        torch.from_numpy(wave)[None] * 32768, num_mel_bins=80, frame_length=25, frame_shift=10, low_freq=20,
+        high_freq=7600, dither=0.0, sample_frequency=16000, window_type="povey", **kw,
+    )
+
+
+@pytest.mark.parametrize("num_samples", [400, 16000, 23456, 48000])
+def test_fbank_matches_torchaudio_kaldi(num_samples):
+    rng = np.random.default_rng(num_samples)
+    t = np.arange(num_samples) / 16000
+    wave = (0.3 * np.sin(2 * np.pi * 440 * t) + 0.05 * rng.standard_normal(num_samples)).astype(np.float32)
+    fe = DinoSpeechFeatureExtractor(mean_normalization=None)
+    ours = fe(wave, sampling_rate=16000, return_tensors="pt")["input_features"][0]
+    ref = kaldi_reference(wave)
+    assert ours.shape == ref.shape
+    assert (ours - ref).abs().max().item() < 1e-3
+
+
+def test_batch_equals_one_by_one_and_mask():
+    rng = np.random.default_rng(0)
+    waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 5000, 32000)]
+    for norm in ("sliding", "utterance", None):
+        fe = DinoSpeechFeatureExtractor(mean_normalization=norm, mean_normalization_window=50)
+        batch = fe(waves, sampling_rate=16000, return_tensors="pt")
+        assert batch["input_features"].shape == (3, 198, 80)
+        assert batch["attention_mask"].sum(1).tolist() == [98, 29, 198]
+        for i, w in enumerate(waves):
+            alone = fe(w, sampling_rate=16000, return_tensors="pt")["input_features"][0]
+            n = alone.shape[0]
+            torch.testing.assert_close(batch["input_features"][i, :n], alone, atol=1e-4, rtol=1e-4)
+            assert batch["input_features"][i, n:].abs().sum() == 0
+
+
+def test_sliding_mean_normalisation_matches_direct_windows():
+    rng = np.random.default_rng(1)
+    wave = rng.standard_normal(16000 * 3).astype(np.float32) * 0.1
+    window = 150
+    fe = DinoSpeechFeatureExtractor(mean_normalization="sliding", mean_normalization_window=window)
+    raw = DinoSpeechFeatureExtractor(mean_normalization=None)(wave, sampling_rate=16000, return_tensors="pt")
+    raw = raw["input_features"][0].double()
+    ours = fe(wave, sampling_rate=16000, return_tensors="pt")["input_features"][0].double()
+    frames = raw.shape[0]
+    expected = torch.empty_like(raw)
+    for t in range(frames):  # Kaldi's apply-cmvn-sliding --center=true, written out frame by frame
+        start, end = t - window // 2, t - window // 2 + window
+        if start < 0:
+            end, start = end - start, 0
+        if end > frames:
+            start, end = max(0, start - (end - frames)), frames
+        expected[t] = raw[t] - raw[start:end].mean(0)
+    torch.testing.assert_close(ours, expected, atol=1e-3, rtol=0)
+    utt = DinoSpeechFeatureExtractor(mean_normalization="utterance")(wave, sampling_rate=16000, return_tensors="pt")
+    assert utt["input_features"][0].mean(0).abs().max() < 1e-4
+
+
+def test_resampling_other_rates():
+    fe = DinoSpeechFeatureExtractor()
+    t = np.arange(8000) / 8000
+    wave8k = (0.5 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    out = fe(wave8k, sampling_rate=8000, return_tensors="pt")
+    assert out["input_features"].shape == (1, fe.num_frames(16000), 80)
+
+
+def test_numpy_and_list_outputs():
+    fe = DinoSpeechFeatureExtractor()
+    waves = [np.zeros(800, np.float32) + 0.01, np.ones(1600, np.float32) * 0.01]
+    as_np = fe(waves, sampling_rate=16000, return_tensors="np")
+    assert as_np["input_features"].shape == (2, 8, 80)
+    as_list = fe(waves, sampling_rate=16000)
+    assert [len(x) for x in as_list["input_features"]] == [3, 8]
+
+
+@pytest.mark.parametrize(
+    "bad, rate, error, match",
+    [
+        (np.zeros(0, np.float32), 16000, ValueError, "empty"),
+        (np.array([0.0, np.nan] * 400, np.float32), 16000, ValueError, "NaN"),
+        (np.zeros((2, 16000), np.float32), 16000, ValueError, "1-D"),
+        ([np.zeros((16000, 2), np.float32)], 16000, ValueError, "mono"),
+        (np.zeros(16000, np.float32), "16000", TypeError, "sampling_rate"),
+        (np.zeros(16000, np.float32), 16000.0, TypeError, "sampling_rate"),
+        (np.zeros(100, np.float32), 16000, ValueError, "shorter than one"),
+        ([], 16000, ValueError, "empty list"),
+    ],
+)
+def test_bad_inputs_raise_clear_errors(bad, rate, error, match):
+    with pytest.raises(error, match=match):
+        DinoSpeechFeatureExtractor()(bad, sampling_rate=rate)
+
+
+def test_save_and_load(tmp_path, tiny_config):
+    from transformers import AutoFeatureExtractor
+
+    fe = DinoSpeechFeatureExtractor.from_model_config(tiny_config)
+    fe.save_pretrained(tmp_path)
+    loaded = AutoFeatureExtractor.from_pretrained(tmp_path)
+    assert isinstance(loaded, DinoSpeechFeatureExtractor)
+    assert loaded.to_dict() == fe.to_dict()

@@ -1,0 +1,51 @@
+"""A saved checkpoint carries its code: it loads with trust_remote_code=True where the package is absent."""
+
+import json
+import subprocess
+import sys
+import sysconfig
+import textwrap
+
+import torch
+
+from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechForXVector
+
+
+def test_trust_remote_code_without_the_package(tmp_path):
+    config = DinoSpeechConfig(resnet_layers=[1, 1, 1, 1], resnet_base_width=8, embedding_size=24, num_labels=4)
+    model = DinoSpeechForXVector(config).eval()
+    checkpoint = tmp_path / "checkpoint"
+    model.save_pretrained(checkpoint)
+    DinoSpeechFeatureExtractor.from_model_config(config).save_pretrained(checkpoint)
+    wave = torch.linspace(-0.5, 0.5, 16000).sin().numpy()
+    fe = DinoSpeechFeatureExtractor.from_model_config(config)
+    with torch.no_grad():
+        expected = model.dino_speech(**fe(wave, sampling_rate=16000, return_tensors="pt")).embeddings[0].tolist()
+
+    script = tmp_path / "load.py"
+    script.write_text(textwrap.dedent(f"""
+        import importlib.util, json, sys
+        # site-packages without its .pth hooks: transformers is importable, the editable package is not
+        sys.path.append({sysconfig.get_paths()["purelib"]!r})
+        assert importlib.util.find_spec("modeling_dino_speech") is None, "package should not be importable"
+        import torch
+        from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioXVector
+        path = {str(checkpoint)!r}
+        fe = AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True)
+        model = AutoModel.from_pretrained(path, trust_remote_code=True).eval()
+        xvector = AutoModelForAudioXVector.from_pretrained(path, trust_remote_code=True).eval()
+        wave = torch.linspace(-0.5, 0.5, 16000).sin().numpy()
+        with torch.no_grad():
+            emb = model(**fe(wave, sampling_rate=16000, return_tensors="pt")).embeddings[0].tolist()
+        print(json.dumps({{"model": type(model).__name__, "xvector": type(xvector).__name__,
+                          "fe": type(fe).__name__, "module": type(model).__module__, "emb": emb}}))
+    """))
+    env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-S", str(script)], capture_output=True, text=True, env=env,
+                            cwd=tmp_path, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    out = json.loads(result.stdout.strip().splitlines()[-1])
+    assert out["model"] == "DinoSpeechModel" and out["xvector"] == "DinoSpeechForXVector"
+    assert out["fe"] == "DinoSpeechFeatureExtractor"
+    assert out["module"].startswith("transformers_modules"), out["module"]
+    torch.testing.assert_close(torch.tensor(out["emb"]), torch.tensor(expected), atol=1e-5, rtol=1e-5)
