@@ -1,0 +1,34 @@
+"""Data pipeline: audio I/O, trial lists, corpus loaders, augmentation, VAD and multi-crop.
+
+Only the light modules are imported here; ``corpora``, ``augment`` and ``multicrop`` are imported on use
+(``from modeling_dino_speech.data.multicrop import ...``) so that reading a file does not pull in ``datasets``.
+"""
+
+from .audio import (
+    SAMPLING_RATE,
+    AudioError,
+    AudioInfo,
+    audio_info,
+    clipping_ratio,
+    is_silent,
+    load_audio,
+    load_segments,
+    resample,
+)
+from .trials import Trial, read_trials, trial_files, write_trials
+
+__all__ = [
+    "SAMPLING_RATE",
+    "AudioError",
+    "AudioInfo",
+    "audio_info",
+    "clipping_ratio",
+    "is_silent",
+    "load_audio",
+    "load_segments",
+    "resample",
+    "Trial",
+    "read_trials",
+    "trial_files",
+    "write_trials",
+]

@@ -1,0 +1,528 @@
+"""Multi-crop views of utterances for DINO: global crops (teacher and student) and local crops (student).
+
+For every utterance, ``n_global`` crops of ``global_seconds`` and ``n_local`` crops of ``local_seconds``
+are cut at independent random offsets (reading only those samples from disk when no VAD is used),
+augmented per crop, and turned into fbank features in the collate step, batched.
+
+Determinism, which exact training resume relies on: the crops and augmentation of item ``i`` in epoch ``e``
+are a pure function of ``(seed, e, i)`` -- a ``np.random.Generator`` seeded from exactly that triple --
+never of the worker count, the worker that happens to load the item, or the order of calls. The batch order
+is a seeded per-epoch permutation (:class:`MultiCropBatchSampler`), which can start at any batch and is
+sharded over ``num_replicas`` processes.
+
+Three ways in:
+
+* :func:`build_multicrop_dataloader` -- the one the training loop uses (map-style with the sampler above, or
+  streaming when given a ``datasets.IterableDataset``);
+* :class:`MultiCropTransform` for ``datasets.Dataset.with_transform`` (fresh crops on each access);
+* :class:`MultiCropIterableDataset` over ``ds.to_iterable_dataset(num_shards)`` + ``split_dataset_by_node``
+  (see :func:`streaming_source`) for corpora that should be streamed shard by shard.
+
+Damaged files never crash an epoch with ``on_error="skip"``: the item is dropped from its batch, the path and
+the problem are logged once, and the batch reports how many were dropped (``num_skipped``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, fields
+from typing import Any, Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+
+from .audio import SAMPLING_RATE, AudioError, is_silent, load_audio, load_segments
+from .augment import AugmentConfig, Augmenter
+from .vad import EnergyVADConfig, apply_energy_vad
+
+__all__ = [
+    "MultiCropConfig",
+    "MultiCropper",
+    "MultiCropDataset",
+    "MultiCropTransform",
+    "MultiCropIterableDataset",
+    "MultiCropBatchSampler",
+    "MultiCropCollator",
+    "MultiCropDataLoader",
+    "build_multicrop_dataloader",
+    "streaming_source",
+    "item_rng",
+    "filter_min_duration",
+]
+
+logger = logging.getLogger(__name__)
+
+# First entropy word of each random stream, so item streams and the shuffling stream can never coincide.
+_CROP_STREAM = 0x6372
+_ORDER_STREAM = 0x6F72
+
+
+@dataclass
+class MultiCropConfig:
+    """How each utterance is cut into views (defaults: the paper's 2 x 4 s + 4 x 2 s)."""
+
+    n_global: int = 2
+    global_seconds: float = 4.0
+    n_local: int = 4
+    local_seconds: float = 2.0
+    min_duration: float = 0.0
+    """Utterances shorter than this (per the dataset's ``duration`` column) are left out of the pool; the
+    paper drops those under 4 s. Shorter ones that remain are padded by repetition and counted."""
+    vad: bool = False
+    """Drop silent frames (energy VAD) before cropping. This reads whole files instead of just the crops."""
+    vad_threshold_db: float = -35.0
+    drop_silent: bool = True
+    """Drop items whose crops are all digital silence / below -60 dBFS (counted in ``num_skipped``)."""
+    on_error: str = "skip"
+    """``"skip"``: drop an unreadable item, log it once, count it; ``"fail"``: raise its AudioError."""
+    sampling_rate: int = SAMPLING_RATE
+
+    def __post_init__(self) -> None:
+        if self.n_global < 1 or self.n_local < 0:
+            raise ValueError(f"MultiCropConfig: need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}")
+        if self.global_seconds <= 0 or (self.n_local and self.local_seconds <= 0):
+            raise ValueError("MultiCropConfig: crop lengths (global_seconds, local_seconds) must be positive")
+        if self.on_error not in ("skip", "fail"):
+            raise ValueError(f"MultiCropConfig.on_error must be 'skip' or 'fail', got {self.on_error!r}")
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "MultiCropConfig":
+        """Build from a (YAML) mapping; an unknown key is an error that names it."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"MultiCropConfig: unknown key(s) {unknown}; known: {sorted(known)}")
+        return cls(**values)
+
+    @property
+    def global_samples(self) -> int:
+        return int(round(self.global_seconds * self.sampling_rate))
+
+    @property
+    def local_samples(self) -> int:
+        return int(round(self.local_seconds * self.sampling_rate))
+
+
+def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
+    """The generator that decides everything random about item ``index`` in ``epoch``."""
+    return np.random.default_rng([_CROP_STREAM, int(seed), int(epoch), int(index)])
+
+
+def _cut(waveform: np.ndarray, length: int, draw: float) -> np.ndarray:
+    """A ``length`` crop at relative offset ``draw`` in [0, 1); shorter input is repeated to fill it."""
+    total = len(waveform)
+    if total >= length:
+        offset = int(draw * (total - length + 1))
+        return waveform[offset : offset + length]
+    # Periodic extension from a random phase, so repeated padding does not always start the same way.
+    return waveform[(int(draw * total) + np.arange(length)) % total]
+
+
+class MultiCropper:
+    """Cuts (and augments) the views of one utterance.
+
+    Args:
+        config: crop settings.
+        augmenter: per-crop augmentation, or None for clean crops.
+    """
+
+    def __init__(self, config: MultiCropConfig | None = None, augmenter: Augmenter | None = None):
+        self.config = config or MultiCropConfig()
+        self.augmenter = augmenter
+        self._vad = EnergyVADConfig(threshold_db=self.config.vad_threshold_db) if self.config.vad else None
+        self._reported: set[str] = set()  # per process: each bad path is logged once
+
+    def _lengths(self) -> list[int]:
+        cfg = self.config
+        return [cfg.global_samples] * cfg.n_global + [cfg.local_samples] * cfg.n_local
+
+    def _read(self, path: str, draws: np.ndarray) -> tuple[list[np.ndarray], bool]:
+        """Crops in ``_lengths()`` order, and whether the utterance was shorter than the longest crop."""
+        cfg = self.config
+        sr = cfg.sampling_rate
+        lengths = self._lengths()
+        if self._vad is not None:
+            wav = apply_energy_vad(load_audio(path, sr), sr, self._vad)
+            return [_cut(wav, n, u) for n, u in zip(lengths, draws)], len(wav) < max(lengths)
+
+        plan: dict[str, Any] = {}
+
+        def segments(total: int, native_sr: int):
+            total_out = total * sr // native_sr
+            native = [-(-n * native_sr // sr) + 1 for n in lengths]
+            plan["short"] = total_out < max(lengths)
+            # One whole read beats several partial ones once the crops cover most of the file.
+            plan["whole"] = plan["short"] or sum(native) >= total
+            if plan["whole"]:
+                return [(None, None)]
+            starts = [int(u * (total_out - n + 1)) * native_sr // sr for n, u in zip(lengths, draws)]
+            return [(s, min(f, total - s)) for s, f in zip(starts, native)]
+
+        pieces = load_segments(path, segments, sr)
+        if plan["whole"]:
+            return [_cut(pieces[0], n, u) for n, u in zip(lengths, draws)], plan["short"]
+        # A partial read resampled from another rate can come out a sample short: repeat to fill.
+        return [p[:n] if len(p) >= n else _cut(p, n, 0.0) for p, n in zip(pieces, lengths)], False
+
+    def __call__(self, path: str, index: int, seed: int = 0, epoch: int = 0) -> dict[str, Any]:
+        """The views of item ``index``.
+
+        Returns:
+            dict with ``index`` (int), ``skipped`` (bool), ``short`` (bool), ``error`` (str or None),
+            ``global_crops`` ``(n_global, global_samples)`` and ``local_crops`` ``(n_local, local_samples)``
+            float32 arrays (None when skipped).
+        """
+        cfg = self.config
+        rng = item_rng(seed, epoch, index)
+        draws = rng.random(cfg.n_global + cfg.n_local)
+        try:
+            crops, short = self._read(path, draws)
+        except AudioError as err:
+            if cfg.on_error == "fail":
+                raise
+            return self._skip(index, path, err.problem)
+        if cfg.drop_silent and all(is_silent(c) for c in crops):
+            return self._skip(index, path, "silent (every crop below -60 dBFS)")
+        views = np.stack(crops[: cfg.n_global])
+        local = (
+            np.stack(crops[cfg.n_global :])
+            if cfg.n_local
+            else np.zeros((0, cfg.local_samples), np.float32)
+        )
+        if self.augmenter is not None:
+            views = self.augmenter.augment(views, rng)
+            if cfg.n_local:
+                local = self.augmenter.augment(local, rng)
+        return {"index": int(index), "skipped": False, "short": bool(short), "error": None,
+                "global_crops": views, "local_crops": local}
+
+    def _skip(self, index: int, path: str, problem: str) -> dict[str, Any]:
+        if path not in self._reported:
+            self._reported.add(path)
+            logger.warning("multi-crop: skipping %s: %s", path, problem)
+        return {"index": int(index), "skipped": True, "short": False, "error": f"{path}: {problem}",
+                "global_crops": None, "local_crops": None}
+
+
+# --------------------------------------------------------------------------------------------- datasets
+
+
+def _paths(source: Any) -> list[str]:
+    if hasattr(source, "column_names"):
+        if "path" not in source.column_names:
+            raise ValueError(f"dataset has no 'path' column (columns: {source.column_names})")
+        return list(source["path"])
+    return [str(p) for p in source]
+
+
+def filter_min_duration(dataset: Any, min_duration: float) -> Any:
+    """Keep rows whose ``duration`` column is >= ``min_duration`` s (a no-op without the column or at 0)."""
+    if min_duration <= 0 or not hasattr(dataset, "column_names") or "duration" not in dataset.column_names:
+        return dataset
+    durations = np.asarray(dataset["duration"], dtype=np.float64)
+    keep = np.flatnonzero(durations >= min_duration)
+    if len(keep) == 0:
+        raise ValueError(f"no utterance is at least min_duration={min_duration} s long (longest: {durations.max():.2f} s)")
+    return dataset.select(keep) if len(keep) < len(durations) else dataset
+
+
+class MultiCropDataset(Dataset):
+    """Map-style dataset of multi-crop items; item ``i`` is ``cropper(path_i, i, seed, epoch)``.
+
+    Args:
+        source: a ``datasets.Dataset`` with a ``path`` column, or a sequence of paths.
+        cropper: the :class:`MultiCropper`.
+        seed, epoch: see :func:`item_rng`; call :meth:`set_epoch` between epochs.
+    """
+
+    def __init__(self, source: Any, cropper: MultiCropper, seed: int = 0, epoch: int = 0):
+        self.paths = _paths(source)
+        self.cropper = cropper
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        return self.cropper(self.paths[index], int(index), self.seed, self.epoch)
+
+
+class MultiCropTransform:
+    """A ``datasets.Dataset.with_transform`` callable: each access returns fresh crops of the rows.
+
+    The dataset needs ``path`` and ``index`` columns (``ds.add_column("index", range(len(ds)))``); the
+    index, not the access order, seeds the crops. Set ``.epoch`` before each epoch (DataLoader workers get
+    a fresh copy of the transform when an epoch's iteration starts).
+
+    Output columns per row: ``index``, ``skipped``, ``short``, ``error``, ``global_crops``, ``local_crops``
+    (the :class:`MultiCropper` item); batch the rows with :class:`MultiCropCollator`.
+    """
+
+    def __init__(self, cropper: MultiCropper, seed: int = 0, epoch: int = 0):
+        self.cropper = cropper
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+
+    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
+        if "index" not in batch or "path" not in batch:
+            raise ValueError(
+                f"MultiCropTransform needs 'path' and 'index' columns, got {sorted(batch)}; "
+                "add the index with ds.add_column('index', range(len(ds)))"
+            )
+        items = [self.cropper(p, i, self.seed, self.epoch) for p, i in zip(batch["path"], batch["index"])]
+        return {key: [item[key] for item in items] for key in items[0]} if items else {}
+
+
+class MultiCropIterableDataset(IterableDataset):
+    """Streams multi-crop items from an iterable source of rows with ``path`` and ``index``.
+
+    The source is typically :func:`streaming_source` (a sharded ``datasets.IterableDataset``, split across
+    processes with ``split_dataset_by_node``; ``datasets`` splits its shards across DataLoader workers).
+    Crops depend only on ``(seed, epoch, index)``; the streaming order, by nature, depends on the sharding.
+    """
+
+    def __init__(self, source: Any, cropper: MultiCropper, seed: int = 0, epoch: int = 0):
+        self.source = source
+        self.cropper = cropper
+        self.seed = int(seed)
+        self.epoch = int(epoch)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+        if hasattr(self.source, "set_epoch"):
+            self.source.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        for row in self.source:
+            yield self.cropper(row["path"], int(row["index"]), self.seed, self.epoch)
+
+
+def streaming_source(
+    dataset: Any,
+    num_shards: int = 8,
+    num_replicas: int = 1,
+    rank: int = 0,
+    shuffle_buffer: int | None = 1000,
+    seed: int = 0,
+) -> Any:
+    """A ``datasets.Dataset`` -> sharded, optionally shuffled ``datasets.IterableDataset`` of ``path, index``
+    rows for process ``rank`` of ``num_replicas``. Use ``num_shards`` >= processes x workers."""
+    from datasets.distributed import split_dataset_by_node
+
+    if "index" not in dataset.column_names:
+        dataset = dataset.add_column("index", list(range(len(dataset))))
+    stream = dataset.select_columns(["path", "index"]).to_iterable_dataset(num_shards=num_shards)
+    if shuffle_buffer:
+        stream = stream.shuffle(seed=seed, buffer_size=shuffle_buffer)
+    return split_dataset_by_node(stream, rank=rank, world_size=num_replicas)
+
+
+# --------------------------------------------------------------------------------------------- sampling
+
+
+class MultiCropBatchSampler(Sampler[list[int]]):
+    """Seeded per-epoch shuffling in batches, resumable at a batch, sharded across processes.
+
+    Epoch ``e`` uses the permutation seeded by ``(seed, e)``. Global batch ``b`` is positions
+    ``[b * B * R, (b + 1) * B * R)`` of it (``B`` = ``batch_size`` per process, ``R`` = ``num_replicas``);
+    process ``rank`` takes its ``B``-slice. Starting at ``start_batch`` yields exactly the batches a full epoch
+    would have yielded from that point. Without ``drop_last`` the permutation wraps around so every process
+    gets the same number of full batches.
+    """
+
+    def __init__(
+        self,
+        num_items: int,
+        batch_size: int,
+        seed: int = 0,
+        epoch: int = 0,
+        start_batch: int = 0,
+        num_replicas: int = 1,
+        rank: int = 0,
+        drop_last: bool = True,
+        shuffle: bool = True,
+    ):
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not 0 <= rank < num_replicas:
+            raise ValueError(f"rank must be in [0, num_replicas={num_replicas}), got {rank}")
+        self.num_items = int(num_items)
+        self.batch_size = int(batch_size)
+        self.seed = int(seed)
+        self.num_replicas = int(num_replicas)
+        self.rank = int(rank)
+        self.drop_last = drop_last
+        self.shuffle = shuffle
+        global_batch = self.batch_size * self.num_replicas
+        self.num_batches = self.num_items // global_batch if drop_last else -(-self.num_items // global_batch)
+        if self.num_batches == 0:
+            raise ValueError(
+                f"{self.num_items} items cannot fill one batch of {self.batch_size} x {self.num_replicas} "
+                "process(es) with drop_last=True"
+            )
+        self.set_epoch(epoch, start_batch)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        if not 0 <= start_batch <= self.num_batches:
+            raise ValueError(f"start_batch must be in [0, {self.num_batches}], got {start_batch}")
+        self.epoch = int(epoch)
+        self.start_batch = int(start_batch)
+
+    def order(self) -> np.ndarray:
+        """The epoch's item order (before batching)."""
+        if not self.shuffle:
+            return np.arange(self.num_items)
+        return np.random.default_rng([_ORDER_STREAM, self.seed, self.epoch]).permutation(self.num_items)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        global_batch = self.batch_size * self.num_replicas
+        order = np.resize(self.order(), self.num_batches * global_batch)
+        first = self.rank * self.batch_size
+        for b in range(self.start_batch, self.num_batches):
+            yield order[b * global_batch + first : b * global_batch + first + self.batch_size].tolist()
+
+    def __len__(self) -> int:
+        return self.num_batches - self.start_batch
+
+
+# --------------------------------------------------------------------------------------------- collate
+
+
+class MultiCropCollator:
+    """Batches multi-crop items and computes their fbank features in one call per crop size.
+
+    Args:
+        config: the crop settings (to shape empty batches).
+        feature_extractor: anything with ``compute_features(waveforms (B, N), lengths) -> (features, mask)``
+            (the package's ``DinoSpeechFeatureExtractor``), or None to return waveforms for on-device features.
+
+    Returns (from ``__call__``), with ``B`` the items that were not skipped:
+        ``global_features`` ``(n_global, B, T_g, F)`` and ``local_features`` ``(n_local, B, T_l, F)`` float32
+        (or ``global_waveforms`` ``(n_global, B, N_g)`` / ``local_waveforms`` without a feature extractor),
+        ``index`` ``(B,)`` int64, ``num_short`` and ``num_skipped`` (int), ``errors`` (list of str).
+    """
+
+    def __init__(self, config: MultiCropConfig, feature_extractor: Any | None = None):
+        self.config = config
+        self.feature_extractor = feature_extractor
+
+    def _features(self, crops: list[np.ndarray], count: int, samples: int) -> torch.Tensor:
+        batch = len(crops)
+        if batch:
+            waves = torch.from_numpy(np.stack(crops)).transpose(0, 1).reshape(count * batch, samples)
+        else:
+            waves = torch.zeros(0, samples)
+        if self.feature_extractor is None:
+            return waves.reshape(count, batch, samples)
+        if count * batch == 0:
+            frames = int(self.feature_extractor.num_frames(samples))
+            return torch.zeros(count, batch, frames, int(self.feature_extractor.feature_size))
+        features, _ = self.feature_extractor.compute_features(waves)
+        return features.reshape(count, batch, features.shape[1], features.shape[2]).float()
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        cfg = self.config
+        kept = [item for item in items if not item["skipped"]]
+        kind = "features" if self.feature_extractor is not None else "waveforms"
+        return {
+            f"global_{kind}": self._features([i["global_crops"] for i in kept], cfg.n_global, cfg.global_samples),
+            f"local_{kind}": self._features([i["local_crops"] for i in kept], cfg.n_local, cfg.local_samples),
+            "index": torch.tensor([i["index"] for i in kept], dtype=torch.long),
+            "num_short": sum(1 for i in kept if i["short"]),
+            "num_skipped": len(items) - len(kept),
+            "errors": [i["error"] for i in items if i["skipped"]],
+        }
+
+
+# --------------------------------------------------------------------------------------------- loader
+
+
+class MultiCropDataLoader(DataLoader):
+    """A DataLoader that can be moved to another epoch (and resume batch) without being rebuilt.
+
+    Workers are not persistent, so the new epoch reaches them when the next iteration starts.
+    """
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.dataset.set_epoch(epoch)
+        if isinstance(self.batch_sampler, MultiCropBatchSampler):
+            self.batch_sampler.set_epoch(epoch, start_batch)
+        elif start_batch:
+            raise ValueError("start_batch needs the map-style (non-streaming) loader")
+
+
+def _is_streaming(dataset: Any) -> bool:
+    try:
+        import datasets
+
+        if isinstance(dataset, datasets.IterableDataset):
+            return True
+    except ImportError:  # pragma: no cover - datasets is a dependency, but paths lists need no datasets
+        pass
+    return isinstance(dataset, IterableDataset)
+
+
+def build_multicrop_dataloader(
+    dataset: Any,
+    crop_cfg: MultiCropConfig | None = None,
+    aug_cfg: AugmentConfig | None = None,
+    feature_extractor: Any | None = None,
+    batch_size: int = 32,
+    num_workers: int = 0,
+    seed: int = 0,
+    epoch: int = 0,
+    start_batch: int = 0,
+    num_replicas: int = 1,
+    rank: int = 0,
+    drop_last: bool = True,
+    pin_memory: bool = False,
+    babble_pool: Sequence[str] | None = None,
+) -> MultiCropDataLoader:
+    """The training loader: multi-crop, augmented, featurised batches (see :class:`MultiCropCollator`).
+
+    Args:
+        dataset: ``datasets.Dataset`` with ``path`` (and optionally ``duration``) columns, a sequence of
+            paths, or a ``datasets.IterableDataset`` of ``path, index`` rows (streaming; e.g. from
+            :func:`streaming_source`, already split per process, so ``num_replicas``/``rank`` are not applied
+            again and ``start_batch`` is not supported).
+        crop_cfg: views; ``None`` = paper defaults.
+        aug_cfg: augmentation; ``None`` = clean crops.
+        feature_extractor: see :class:`MultiCropCollator`.
+        batch_size: utterances per batch per process.
+        seed, epoch, start_batch: what to produce (see :class:`MultiCropBatchSampler`).
+        babble_pool: utterances for the babble fallback; default: the training pool itself.
+
+    Returns:
+        :class:`MultiCropDataLoader` (``len`` = batches left in the epoch for this process, map-style).
+    """
+    crop_cfg = crop_cfg or MultiCropConfig()
+    streaming = _is_streaming(dataset)
+    loader_kwargs = dict(
+        num_workers=num_workers,
+        collate_fn=MultiCropCollator(crop_cfg, feature_extractor),
+        pin_memory=pin_memory,
+        persistent_workers=False,
+        prefetch_factor=4 if num_workers else None,
+    )
+    if streaming:
+        if start_batch:
+            raise ValueError("start_batch is not supported for streaming datasets; use a map-style datasets.Dataset")
+        augmenter = Augmenter(aug_cfg, babble_pool=babble_pool) if aug_cfg is not None else None
+        items = MultiCropIterableDataset(dataset, MultiCropper(crop_cfg, augmenter), seed, epoch)
+        items.set_epoch(epoch)
+        return MultiCropDataLoader(items, batch_size=batch_size, drop_last=drop_last, **loader_kwargs)
+
+    dataset = filter_min_duration(dataset, crop_cfg.min_duration)
+    paths = _paths(dataset)
+    augmenter = Augmenter(aug_cfg, babble_pool=babble_pool or paths) if aug_cfg is not None else None
+    items = MultiCropDataset(paths, MultiCropper(crop_cfg, augmenter), seed, epoch)
+    sampler = MultiCropBatchSampler(
+        len(items), batch_size, seed, epoch, start_batch, num_replicas, rank, drop_last, shuffle=True
+    )
+    return MultiCropDataLoader(items, batch_sampler=sampler, **loader_kwargs)

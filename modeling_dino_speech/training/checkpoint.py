@@ -1,0 +1,92 @@
+"""Atomic training checkpoints: a checkpoint directory either exists whole or not at all.
+
+`accelerator.save_state` writes the student, the optimiser and the RNG states (model weights as safetensors);
+the teacher, the DINO centre and the training position are written beside them as safetensors and JSON rather
+than through `register_for_checkpointing`, whose loader unpickles with `weights_only=False`. Everything is
+written into a hidden temporary directory that is renamed into place only when complete, so a crash mid-save
+leaves the previous checkpoint as the newest usable one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import Dict, Optional
+
+import torch
+from safetensors.torch import load_file, save_file
+
+logger = logging.getLogger(__name__)
+
+_NAME = re.compile(r"^checkpoint_(\d{8})$")
+STATE_FILE = "train_state.json"
+TENSORS_FILE = "dino_state.safetensors"
+
+
+def checkpoint_dir(output_dir: os.PathLike) -> Path:
+    return Path(output_dir) / "checkpoints"
+
+
+def list_checkpoints(output_dir: os.PathLike) -> list[Path]:
+    """Complete checkpoints, oldest first (a directory counts only once renamed into place)."""
+    root = checkpoint_dir(output_dir)
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and _NAME.match(p.name) and (p / STATE_FILE).is_file()]
+    return sorted(found, key=lambda p: int(_NAME.match(p.name).group(1)))
+
+
+def latest_checkpoint(output_dir: os.PathLike) -> Optional[Path]:
+    found = list_checkpoints(output_dir)
+    return found[-1] if found else None
+
+
+def _fsync_tree(path: Path) -> None:
+    for file in path.rglob("*"):
+        if file.is_file():
+            with open(file, "rb") as handle:
+                os.fsync(handle.fileno())
+
+
+def save_checkpoint(accelerator, output_dir: os.PathLike, step: int, tensors: Dict[str, torch.Tensor],
+                    state: dict, keep: int = 2) -> Path:
+    """Write checkpoint `step` atomically; all processes must call this (accelerate saves per-rank RNG).
+
+    Args:
+        tensors: extra tensors to restore exactly (teacher weights and buffers, the DINO centre).
+        state: JSON-serialisable training position and bookkeeping.
+        keep: how many complete checkpoints to keep (older ones are deleted after the new one is in place).
+    """
+    root = checkpoint_dir(output_dir)
+    final = root / f"checkpoint_{step:08d}"
+    tmp = root / f".tmp-checkpoint_{step:08d}"
+    if accelerator.is_main_process:
+        root.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(tmp), safe_serialization=True)
+    if accelerator.is_main_process:
+        save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS_FILE))
+        (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        _fsync_tree(tmp)
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
+            shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    return final
+
+
+def load_checkpoint(accelerator, path: os.PathLike) -> tuple[Dict[str, torch.Tensor], dict]:
+    """Restore the student, optimiser and RNG through accelerate; return the extra tensors and the state."""
+    path = Path(path)
+    accelerator.load_state(str(path))
+    tensors = load_file(str(path / TENSORS_FILE))
+    state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+    return tensors, state

@@ -1,0 +1,238 @@
+"""Training recipes as data: YAML files mapped onto dataclasses, with strict keys and `key=value` overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Type, TypeVar, Union
+
+import yaml
+
+from ..configuration_dino_speech import DinoSpeechConfig
+from ..data.augment import AugmentConfig
+from ..data.multicrop import MultiCropConfig
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    """Where the training pool comes from and how it is cut into crops."""
+
+    corpus: str = "manifest"
+    """`manifest` (CSV: path[,speaker,duration]), `folder` (any audio folder), `voxceleb` (idXXXXX/video/nnnnn.wav)."""
+    train: str = ""
+    """The manifest CSV or the corpus root folder."""
+    streaming: bool = False
+    """Read through a sharded IterableDataset (large corpora) instead of a map-style dataset."""
+    batch_size: int = 32
+    """Utterances per process per optimiser micro-step (each gives all its crops)."""
+    num_workers: int = 1
+    crops: MultiCropConfig = field(default_factory=MultiCropConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    augmentation: bool = True
+
+
+@dataclass
+class OptimConfig:
+    epochs: int = 70
+    max_steps: Optional[int] = None
+    """Stop after this many optimiser steps; the schedules then span `max_steps` instead of `epochs`."""
+    lr: float = 0.005
+    """Learning rate per 256 utterances; the peak is `lr * batch_size * num_processes * grad_accum / 256`."""
+    min_lr: float = 1e-6
+    warmup_epochs: float = 10.0
+    weight_decay: float = 1e-4
+    weight_decay_end: float = 1e-4
+    clip_grad: Optional[float] = 3.0
+    freeze_last_layer_epochs: float = 1.0
+    grad_accum: int = 1
+    betas: Tuple[float, float] = (0.9, 0.999)
+
+
+@dataclass
+class DinoConfig:
+    teacher_temperature: float = 0.04
+    warmup_teacher_temperature: float = 0.04
+    warmup_teacher_temperature_epochs: float = 0.0
+    student_temperature: float = 0.1
+    center_momentum: float = 0.9
+    teacher_momentum: float = 0.996
+    teacher_momentum_end: float = 1.0
+
+
+@dataclass
+class MonitorConfig:
+    collapse_action: str = "warn"
+    """`warn` (say so loudly and go on) or `stop` (save a checkpoint and stop)."""
+    patience: int = 20
+    """Consecutive logged steps a collapse signal must persist before it is reported."""
+    min_batch_entropy: float = 0.05
+    """Teacher entropy of the batch-mean distribution, as a fraction of log K, below which all samples share
+    one prototype (collapse to a point)."""
+    max_sample_entropy: float = 0.98
+    """Per-sample teacher entropy, as a fraction of log K, above which the teacher is uniform (flat collapse)."""
+    min_embedding_std: float = 1e-4
+
+
+@dataclass
+class EvalConfig:
+    trials: Optional[str] = None
+    audio_root: Optional[str] = None
+    every_steps: int = 0
+    """Evaluate the teacher's EER on `trials` every this many steps (0: only at the end, if trials are set)."""
+
+
+@dataclass
+class DinoTrainConfig:
+    """Everything `train.py dino` needs; `configs/*.yaml` are instances of this."""
+
+    output_dir: str = "runs/dino"
+    seed: int = 0
+    model: Dict[str, Any] = field(default_factory=dict)
+    """Keyword arguments of `DinoSpeechConfig` (checked against its signature)."""
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    dino: DinoConfig = field(default_factory=DinoConfig)
+    monitor: MonitorConfig = field(default_factory=MonitorConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mixed_precision: str = "auto"
+    """`auto` (bf16 on a GPU that supports it, else fp16 on GPU, none on CPU), `no`, `fp16`, `bf16`."""
+    num_threads: int = 0
+    """torch intra-op threads per process (0: leave torch's default)."""
+    log_every: int = 10
+    save_every: int = 200
+    keep_checkpoints: int = 2
+    push_to_hub: bool = False
+    hub_model_id: Optional[str] = None
+    hub_private: bool = False
+
+    def __post_init__(self) -> None:
+        check_model_kwargs(self.model, "model")
+
+
+def check_model_kwargs(kwargs: Dict[str, Any], where: str) -> None:
+    """`PretrainedConfig` swallows unknown keys silently; a recipe must not."""
+    known = set(inspect.signature(DinoSpeechConfig.__init__).parameters) | {"num_labels"}
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (DinoSpeechConfig takes: {', '.join(sorted(known - {'self', 'kwargs'}))})")
+
+
+def _is_dataclass_type(tp: Any) -> bool:
+    return isinstance(tp, type) and dataclasses.is_dataclass(tp)
+
+
+def _convert(value: Any, tp: Any, where: str) -> Any:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if value is None:
+            return None
+        return _convert(value, args[0], where) if len(args) == 1 else value
+    if _is_dataclass_type(tp):
+        if not isinstance(value, dict):
+            raise ValueError(f"{where} must be a mapping, got {value!r}")
+        return from_dict(tp, value, where)
+    if origin in (tuple, Tuple):
+        return tuple(value)
+    if origin in (list, List, Sequence):
+        return list(value)
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is int and isinstance(value, float) and value.is_integer():
+        return int(value)
+    if tp is str and isinstance(value, bool):
+        # YAML 1.1 reads `no`/`off` as false: for a string setting (e.g. mixed_precision: no) the word was meant.
+        value = "yes" if value else "no"
+    if tp in (int, float, str, bool) and not isinstance(value, tp):
+        raise ValueError(f"{where} must be {tp.__name__}, got {value!r}")
+    return value
+
+
+def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config") -> T:
+    """Build dataclass `cls` from a nested mapping; an unknown key is an error that names it."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(names))})")
+    return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+
+
+def to_dict(obj: Any) -> Dict[str, Any]:
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list):
+            return [plain(v) for v in value]
+        return value
+
+    return plain(dataclasses.asdict(obj))
+
+
+def _leaf_paths(cls: Type, prefix: str = "") -> List[str]:
+    hints = typing.get_type_hints(cls)
+    paths = []
+    for f in dataclasses.fields(cls):
+        tp = hints[f.name]
+        if _is_dataclass_type(tp):
+            paths += _leaf_paths(tp, f"{prefix}{f.name}.")
+        else:
+            paths.append(f"{prefix}{f.name}")
+    return paths
+
+
+def apply_overrides(cls: Type, data: Dict[str, Any], overrides: Sequence[str]) -> Dict[str, Any]:
+    """Apply `key=value` overrides (`optim.lr=1e-3`, or a bare leaf name such as `max_steps=50` when it is
+    unambiguous; `model.<name>=...` for model settings). Values are parsed as YAML."""
+    leaves = _leaf_paths(cls)
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw)
+        if key.startswith("model."):
+            path = key.split(".")
+        elif key in leaves:
+            path = key.split(".")
+        else:
+            matches = [p for p in leaves if p.split(".")[-1] == key]
+            if len(matches) != 1:
+                hint = f"ambiguous: {', '.join(matches)}" if matches else "no such setting"
+                raise ValueError(f"override {key!r}: {hint}")
+            path = matches[0].split(".")
+        node = data
+        for part in path[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"override {key!r}: {part} is not a section")
+        node[path[-1]] = value
+    return data
+
+
+def load_config(cls: Type[T], path: Optional[Union[str, Path]], overrides: Sequence[str] = ()) -> T:
+    """Read a YAML recipe into `cls`, apply overrides, resolve relative data paths against the working dir."""
+    data: Dict[str, Any] = {}
+    if path is not None:
+        with open(path, "r", encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: a recipe must be a YAML mapping")
+    data = apply_overrides(cls, data, overrides)
+    try:
+        return from_dict(cls, data, where=str(path or "config"))
+    except TypeError as error:  # a dataclass rejecting a value
+        raise ValueError(f"{path}: {error}") from error
+
+
+def save_config(obj: Any, path: Union[str, Path]) -> None:
+    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")

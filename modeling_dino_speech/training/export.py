@@ -1,0 +1,99 @@
+"""Export a trained model the way a Hub user loads it, and optionally push it.
+
+`<output_dir>/final` holds the teacher's embedding model (`AutoModel.from_pretrained`), its feature extractor
+and a model card; `<output_dir>/pretraining` holds student, teacher (with DINO heads) and the DINO centre for
+continued training. Both are written to a temporary folder and renamed into place.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Callable, Optional
+
+from safetensors.torch import save_file
+
+logger = logging.getLogger(__name__)
+
+
+def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
+    """Create `target` (a folder) by filling a hidden sibling and renaming it over any previous version."""
+    tmp = target.parent / f".tmp-{target.name}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    old = target.parent / f".old-{target.name}"
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(tmp, target)
+    shutil.rmtree(old, ignore_errors=True)
+    return target
+
+
+def write_model_card(folder: Path, title: str, summary: dict, results: Optional[dict] = None) -> None:
+    """The checkpoint's README.md (Hub model card), filled by `eval.report` when it is installed."""
+    try:
+        from eval.report import write_model_card as fill_card
+    except ImportError:  # eval/ ships with the repository, not necessarily with an installed wheel
+        fill_card = None
+    if fill_card is not None:
+        fill_card(folder, title=title, training=summary, results=results or {})
+        return
+    lines = ["---", "library_name: transformers", "tags: [speaker-verification, self-supervised, dino, audio]", "---",
+             f"# {title}", "", "```json", json.dumps(summary, indent=1, default=str), "```", ""]
+    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
+
+
+def export_dino(student, teacher, dino_loss, feature_extractor, cfg, output_dir: os.PathLike,
+                summary: dict) -> Path:
+    """Write `final/` (the teacher as a `DinoSpeechModel`) and `pretraining/`; push `final/` if configured.
+
+    Args:
+        student, teacher: `DinoSpeechForPreTraining` modules (unwrapped).
+        dino_loss: the `DINOLoss` whose centre continued training needs.
+        cfg: the `DinoTrainConfig` of the run.
+    """
+    from .config import save_config
+
+    output_dir = Path(output_dir)
+    summary = {"method": "DINO (self-distillation, no labels)", **summary}
+
+    def fill_final(folder: Path) -> None:
+        teacher.dino_speech.save_pretrained(folder)
+        feature_extractor.save_pretrained(folder)
+        (folder / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
+        write_model_card(folder, "DINO speech embeddings", summary)
+
+    def fill_pretraining(folder: Path) -> None:
+        teacher.save_pretrained(folder / "teacher")
+        student.save_pretrained(folder / "student")
+        feature_extractor.save_pretrained(folder / "teacher")
+        save_file({"center": dino_loss.center.detach().cpu().contiguous()}, str(folder / "dino_loss.safetensors"))
+        save_config(cfg, folder / "recipe.yaml")
+
+    final = write_atomically(output_dir / "final", fill_final)
+    write_atomically(output_dir / "pretraining", fill_pretraining)
+    logger.info("exported the teacher to %s", final)
+    if getattr(cfg, "push_to_hub", False):
+        push(final, cfg.hub_model_id, private=getattr(cfg, "hub_private", False))
+    return final
+
+
+def push(folder: Path, repo_id: Optional[str], private: bool = False):
+    """Push an exported folder; a failure keeps everything local and says why (it never raises)."""
+    from .hub import push_folder_to_hub
+
+    if not repo_id:
+        logger.warning("push_to_hub=true but hub_model_id is empty: nothing pushed; %s stays local", folder)
+        return None
+    result = push_folder_to_hub(folder, repo_id, private=private)
+    if result.ok:
+        logger.info("pushed %s to %s", folder, result.url)
+    else:
+        logger.warning("push of %s to %s failed, everything stays local: %s", folder, repo_id, result.message)
+    print(f"push to hub: {'ok ' + str(result.url) if result.ok else 'FAILED: ' + result.message}")
+    return result

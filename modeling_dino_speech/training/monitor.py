@@ -1,0 +1,121 @@
+"""What DINO training looks like from the inside, and an alarm for the two ways it collapses.
+
+DINO has two trivial solutions: every input mapped to one prototype (the teacher's batch-mean distribution
+has ~0 entropy; centring exists to prevent it) and the uniform output (every sample's teacher distribution
+has entropy ~log K; sharpening exists to prevent it). The embedding spread is watched too, but a final
+BatchNorm can keep it non-zero through a collapse, so the entropies are the primary signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CAUSES = {
+    "one_prototype": (
+        "all samples map to ONE prototype (teacher batch-mean entropy ~0). Likely causes: centring disabled or "
+        "too slow (center_momentum too close to 1), teacher temperature too low, learning rate too high, or "
+        "every crop the same (check the data and augmentation)."
+    ),
+    "uniform": (
+        "the teacher output is UNIFORM (per-sample entropy ~log K). Likely causes: teacher temperature too "
+        "high (sharpening too weak), teacher momentum too low, or a learning rate so small nothing is learnt."
+    ),
+    "constant_embeddings": (
+        "the embeddings are CONSTANT across the batch (std ~0). Likely causes: dead features after a too high "
+        "learning rate, silent or identical input crops, or a broken feature pipeline."
+    ),
+}
+
+
+def entropy(probabilities: torch.Tensor) -> torch.Tensor:
+    """Entropy in nats of each row of `(N, K)` probabilities."""
+    return -(probabilities * probabilities.clamp_min(1e-12).log()).sum(dim=-1)
+
+
+def effective_rank(embeddings: torch.Tensor) -> float:
+    """exp(entropy of the normalised singular values) of centred `(N, D)` embeddings (Roy & Vetterli, 2007)."""
+    centred = embeddings.float() - embeddings.float().mean(dim=0, keepdim=True)
+    singular = torch.linalg.svdvals(centred)
+    total = singular.sum()
+    if total <= 0:
+        return 0.0
+    p = singular / total
+    return float(torch.exp(entropy(p[None])[0]))
+
+
+@torch.no_grad()
+def dino_statistics(teacher_probs: torch.Tensor, student_logits: torch.Tensor, student_temperature: float,
+                    num_global: int, embeddings: torch.Tensor, center: torch.Tensor) -> Dict[str, float]:
+    """Scalars logged every step.
+
+    Args:
+        teacher_probs: `(V_t * B, K)` centred, sharpened teacher distributions (view-major).
+        student_logits: `(V_s * B, K)` student logits (global views first).
+        embeddings: `(N, D)` teacher embeddings of the global views.
+        center: `(1, K)` the DINO centre.
+    """
+    log_k = math.log(teacher_probs.shape[-1])
+    student_probs = torch.softmax(student_logits.float() / student_temperature, dim=-1)
+    batch = teacher_probs.shape[0] // num_global
+    # KL(teacher || student) on matching views of the same utterances (global view t vs the other globals)
+    student_global = student_probs[: num_global * batch].chunk(num_global)
+    kl = []
+    for t, teacher in enumerate(teacher_probs.chunk(num_global)):
+        for s, student in enumerate(student_global):
+            if s != t or num_global == 1:
+                kl.append((teacher * (teacher.clamp_min(1e-12).log() - student.clamp_min(1e-12).log())).sum(-1).mean())
+    return {
+        "teacher_entropy": float(entropy(teacher_probs).mean()) / log_k,
+        "teacher_batch_entropy": float(entropy(teacher_probs.mean(dim=0, keepdim=True))[0]) / log_k,
+        "student_entropy": float(entropy(student_probs).mean()) / log_k,
+        "kl_teacher_student": float(torch.stack(kl).mean()) if kl else 0.0,
+        "center_norm": float(center.norm()),
+        "embedding_std": float(embeddings.float().std(dim=0).mean()) if embeddings.shape[0] > 1 else 0.0,
+        "effective_rank": effective_rank(embeddings) if embeddings.shape[0] > 1 else 0.0,
+    }
+
+
+@dataclass
+class CollapseMonitor:
+    """Counts consecutive steps with a collapse signal; reports each kind once, loudly, with likely causes.
+
+    Entropies are fractions of log K (0 = one-hot, 1 = uniform).
+    """
+
+    patience: int = 20
+    min_batch_entropy: float = 0.05
+    max_sample_entropy: float = 0.98
+    min_embedding_std: float = 1e-4
+    streaks: Dict[str, int] = field(default_factory=lambda: {k: 0 for k in CAUSES})
+    reported: List[str] = field(default_factory=list)
+
+    def update(self, stats: Dict[str, float], step: int) -> Optional[str]:
+        """Feed one step's statistics; returns the collapse kind the first time it is confirmed."""
+        signals = {
+            "one_prototype": stats["teacher_batch_entropy"] < self.min_batch_entropy,
+            "uniform": stats["teacher_entropy"] > self.max_sample_entropy,
+            "constant_embeddings": stats["embedding_std"] < self.min_embedding_std,
+        }
+        confirmed = None
+        for kind, on in signals.items():
+            self.streaks[kind] = self.streaks[kind] + 1 if on else 0
+            if self.streaks[kind] >= self.patience and kind not in self.reported:
+                self.reported.append(kind)
+                confirmed = confirmed or kind
+                banner = "!" * 78
+                logger.warning("\n%s\nDINO COLLAPSE DETECTED at step %d: %s\n%s", banner, step, CAUSES[kind], banner)
+        return confirmed
+
+    def state_dict(self) -> dict:
+        return {"streaks": dict(self.streaks), "reported": list(self.reported)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.streaks.update(state.get("streaks", {}))
+        self.reported = list(state.get("reported", []))
