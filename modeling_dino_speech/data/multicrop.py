@@ -25,7 +25,6 @@ the problem are logged once, and the batch reports how many were dropped (``num_
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass, fields
 from typing import Any, Iterator, Sequence
 

@@ -17,7 +17,7 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -85,19 +85,27 @@ def param_groups(model: nn.Module) -> List[Dict]:
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float) -> None:
+def ema_update(teacher: nn.Module, student: nn.Module, momentum: float,
+               all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, parameters and BatchNorm statistics alike.
 
     The teacher's BatchNorm layers have momentum 0 (they normalise with batch statistics but never update their
-    running estimates themselves): their running statistics are the EMA of the student's, which
-    DistributedDataParallel keeps identical on every process, so every rank holds the same teacher.
+    running estimates themselves): their running statistics are the EMA of the student's. Each process's
+    student updates its statistics from its own shard, so they are averaged over processes first
+    (`all_reduce`: a per-process tensor -> its mean) and every rank holds the same teacher.
     """
     for t, s in zip(teacher.parameters(), student.parameters()):
         t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
-    for t, s in zip(teacher.buffers(), student.buffers()):
-        if t.dtype.is_floating_point:
-            t.mul_(momentum).add_(s.detach(), alpha=1.0 - momentum)
-        else:
+    pairs = list(zip(teacher.buffers(), student.buffers()))
+    floating = [(t, s) for t, s in pairs if t.dtype.is_floating_point]
+    if floating:
+        flat = torch.cat([s.detach().float().reshape(-1) for _, s in floating])
+        if all_reduce is not None:
+            flat = all_reduce(flat)
+        for (t, _), value in zip(floating, torch.split(flat, [t.numel() for t, _ in floating])):
+            t.mul_(momentum).add_(value.view_as(t).to(t.dtype), alpha=1.0 - momentum)
+    for t, s in pairs:
+        if not t.dtype.is_floating_point:
             t.copy_(s)
 
 
@@ -130,10 +138,13 @@ def build_training_dataset(cfg: DinoTrainConfig):
 
     if not cfg.data.train:
         raise ValueError("data.train is empty: point it at a manifest CSV or a corpus folder")
-    loaders = {"manifest": corpora.load_manifest, "folder": corpora.load_folder, "voxceleb": corpora.load_voxceleb}
+    loaders = {"manifest": corpora.load_manifest, "folder": corpora.load_audio_folder,
+               "voxceleb": corpora.load_voxceleb}
     if cfg.data.corpus not in loaders:
         raise ValueError(f"data.corpus must be one of {sorted(loaders)}, got {cfg.data.corpus!r}")
-    return loaders[cfg.data.corpus](cfg.data.train)
+    # Missing or unreadable files follow the crops' policy: skipped with a warning that names them, or fatal.
+    on_error = "skip" if cfg.data.crops.on_error == "skip" else "raise"
+    return loaders[cfg.data.corpus](cfg.data.train, on_error=on_error)
 
 
 def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) -> None:
@@ -294,7 +305,8 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 momentum = float(schedules.teacher_momentum[step])
-                ema_update(teacher, accelerator.unwrap_model(student), momentum)
+                ema_update(teacher, accelerator.unwrap_model(student), momentum,
+                           all_reduce=(lambda t: accelerator.reduce(t, "mean")) if world > 1 else None)
                 state.global_step += 1
                 state.batch_in_epoch += cfg.optim.grad_accum
                 micro = 0

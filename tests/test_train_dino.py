@@ -1,0 +1,153 @@
+"""End to end: `train.py dino` trains, checkpoints, resumes after SIGKILL to the same weights, runs on two
+real processes, detects a collapse and exports a model AutoModel loads."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from helpers import make_corpus
+
+ROOT = Path(__file__).resolve().parents[1]
+TRAIN = ROOT / "train.py"
+
+TINY = [
+    "model.backbone=ecapa_tdnn", "model.ecapa_channels=32", "model.ecapa_mfa_channels=64",
+    "model.ecapa_se_channels=16", "model.pooling=attentive_statistics", "model.attention_channels=16",
+    "model.embedding_size=32", "model.dino_hidden_size=64", "model.dino_bottleneck_size=16",
+    "model.dino_num_prototypes=64",
+    "data.crops.global_seconds=1.0", "data.crops.local_seconds=0.5", "data.crops.n_local=2",
+    "data.batch_size=8", "data.num_workers=0", "optim.warmup_epochs=0.5", "optim.lr=0.01",
+    "optim.freeze_last_layer_epochs=0.2", "log_every=1", "num_threads=1", "mixed_precision=no", "eval.trials=null",
+]
+
+
+def run_train(args, env_extra=None, **kwargs):
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
+    return subprocess.run([sys.executable, str(TRAIN), "dino", *args], env=env, capture_output=True, text=True,
+                          timeout=600, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    root = tmp_path_factory.mktemp("corpus")
+    manifest = make_corpus(root, speakers=4, per_speaker=6)
+    return manifest
+
+
+def common(manifest, out, steps, extra=()):
+    return ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(out),
+            f"data.train={manifest}", "data.augment.musan_root=null", *TINY, f"max_steps={steps}", *extra]
+
+
+@pytest.mark.slow
+def test_train_export_and_load(corpus, tmp_path):
+    import modeling_dino_speech  # noqa: F401
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    # a corrupt file in the manifest is skipped and reported, never a crash mid-epoch
+    bad = corpus.parent / "spk0" / "corrupt.wav"
+    bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
+    manifest = corpus.parent / "with_bad.csv"
+    manifest.write_text(corpus.read_text() + "spk0/corrupt.wav,spk0,2.0\n")
+    out = tmp_path / "run"
+    result = run_train(common(manifest, out, 6, ["save_every=3", "data.crops.on_error=skip"]))
+    assert result.returncode == 0, result.stderr[-4000:]
+    final = out / "final"
+    model = AutoModel.from_pretrained(final).eval()
+    fe = AutoFeatureExtractor.from_pretrained(final)
+    assert (final / "model.safetensors").exists() and (final / "README.md").exists()
+    wave = torch.randn(16000).numpy() * 0.1
+    with torch.no_grad():
+        emb = model(**fe(wave, sampling_rate=16000, return_tensors="pt")).embeddings
+    assert emb.shape == (1, 32) and torch.isfinite(emb).all()
+    # the exported weights are the teacher's
+    teacher = load_file(out / "pretraining" / "teacher" / "model.safetensors")
+    exported = load_file(final / "model.safetensors")
+    for key, value in exported.items():
+        torch.testing.assert_close(teacher[f"dino_speech.{key}"], value, atol=0, rtol=0)
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [l["step"] for l in lines if "loss" in l]
+    assert steps == [1, 2, 3, 4, 5, 6]
+    for key in ("loss", "teacher_entropy", "student_entropy", "kl_teacher_student", "center_norm",
+                "embedding_std", "effective_rank", "teacher_momentum", "lr"):
+        assert key in lines[-1]
+    assert lines[-1]["skipped_files"] >= 1
+    assert "corrupt.wav" in result.stderr + result.stdout
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["checkpoint_00000003", "checkpoint_00000006"]
+    assert list((out / "logs").rglob("events.out.tfevents*")), "TensorBoard events missing"
+
+
+@pytest.mark.slow
+def test_sigkill_and_resume_equals_uninterrupted(corpus, tmp_path):
+    steps = 10
+    straight = tmp_path / "straight"
+    result = run_train(common(corpus, straight, steps, ["save_every=2"]))
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(corpus, killed, steps, ["save_every=2"])],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_00000004").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists(), "the run finished before it could be killed"
+    resumed = run_train(common(corpus, killed, steps, ["save_every=2"]) + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    a = load_file(straight / "pretraining" / "teacher" / "model.safetensors")
+    b = load_file(killed / "pretraining" / "teacher" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
+    ca = load_file(straight / "pretraining" / "dino_loss.safetensors")["center"]
+    cb = load_file(killed / "pretraining" / "dino_loss.safetensors")["center"]
+    torch.testing.assert_close(ca, cb, atol=0, rtol=0)
+
+
+@pytest.mark.slow
+def test_resume_with_a_config_that_does_not_fit(corpus, tmp_path):
+    out = tmp_path / "run"
+    assert run_train(common(corpus, out, 2, ["save_every=2"])).returncode == 0
+    result = run_train(common(corpus, out, 4, ["model.embedding_size=48"]) + ["--resume"])
+    assert result.returncode != 0
+    assert "does not fit the checkpoint" in result.stderr and "embedding_size" in result.stderr
+
+
+@pytest.mark.slow
+def test_two_real_processes_agree(corpus, tmp_path):
+    out = tmp_path / "ddp"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1",
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
+           str(TRAIN), "dino", *common(corpus, out, 3, ["save_every=0"])]
+    result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    check = json.loads((out / "distributed_check.json").read_text())
+    assert check["num_processes"] == 2
+    assert check["effective_batch"] == 8 and check["micro_batch_per_process"] == 4
+    digests = check["teacher_and_centre_digests"]
+    assert len(digests) == 2 and digests[0] == digests[1]
+
+
+@pytest.mark.slow
+def test_deliberate_collapse_is_detected(corpus, tmp_path):
+    # A teacher temperature of 50 makes the teacher's distribution flat: the uniform collapse.
+    out = tmp_path / "collapse"
+    result = run_train(common(corpus, out, 30, ["dino.teacher_temperature=50", "dino.warmup_teacher_temperature=50",
+                                                "monitor.patience=3", "monitor.collapse_action=stop"]))
+    assert result.returncode == 0, result.stderr[-4000:]
+    log = result.stdout + result.stderr
+    assert "DINO COLLAPSE DETECTED" in log and "UNIFORM" in log
+    summary = json.loads((out / "final" / "training_summary.json").read_text())
+    assert summary["collapse"] == "uniform" and summary["steps"] < 30
