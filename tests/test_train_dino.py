@@ -151,3 +151,29 @@ def test_deliberate_collapse_is_detected(corpus, tmp_path):
     assert "DINO COLLAPSE DETECTED" in log and "UNIFORM" in log
     summary = json.loads((out / "final" / "training_summary.json").read_text())
     assert summary["collapse"] == "uniform" and summary["steps"] < 30
+
+
+@pytest.mark.slow
+def test_push_to_hub_after_training_and_failed_push_keeps_everything(corpus, tmp_path):
+    from hub_server import run_hub_server
+
+    token = "hf_trainingPushTestToken123"
+    with run_hub_server(token=token, lifetime_s=300) as server:
+        env = {"HF_ENDPOINT": server.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": token,
+               "HF_HOME": str(tmp_path / "hf_home")}
+        out = tmp_path / "pushed"
+        result = run_train(common(corpus, out, 2, ["push_to_hub=true", "hub_model_id=someone/dino-tiny"]),
+                           env_extra=env)
+        assert result.returncode == 0, result.stderr[-4000:]
+        files = server.files("someone/dino-tiny")
+        assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= set(files)
+        assert files["model.safetensors"] == (out / "final" / "model.safetensors").read_bytes()
+        assert token not in result.stdout + result.stderr
+
+    # the server is gone: the push fails, training still succeeds and everything stays local
+    out = tmp_path / "not_pushed"
+    result = run_train(common(corpus, out, 2, ["push_to_hub=true", "hub_model_id=someone/dino-tiny"]), env_extra=env)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "push to hub: FAILED" in result.stdout
+    assert (out / "final" / "model.safetensors").exists() and (out / "pretraining" / "teacher").is_dir()
+    assert token not in result.stdout + result.stderr
