@@ -178,12 +178,14 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             )
         window, banks = self._constants(device)
         span = (max_frames - 1) * self.hop_length + self.win_length
-        frames = waveforms[:, :span].float().unfold(1, self.win_length, self.hop_length) * self.waveform_scale
-        frames = frames - frames.mean(dim=-1, keepdim=True)
+        frames = waveforms[:, :span].float().unfold(1, self.win_length, self.hop_length)
+        frames = (frames - frames.mean(dim=-1, keepdim=True)) * self.waveform_scale
         # Kaldi's pre-emphasis treats the sample before the first one of each frame as the first one itself.
-        previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
-        frames = (frames - _PREEMPHASIS * previous) * window
-        power = torch.fft.rfft(frames, n=self.n_fft).abs().pow(2)
+        emphasised = torch.empty_like(frames)
+        emphasised[..., 1:] = frames[..., 1:] - _PREEMPHASIS * frames[..., :-1]
+        emphasised[..., :1] = frames[..., :1] * (1.0 - _PREEMPHASIS)
+        spectrum = torch.fft.rfft(emphasised.mul_(window), n=self.n_fft)
+        power = spectrum.real.square() + spectrum.imag.square()  # |X|^2 without the square root of abs()
         features = torch.matmul(power, banks).clamp_min(_LOG_FLOOR).log()
         mask = torch.arange(max_frames, device=device)[None, :] < frame_counts[:, None]
         features = self._normalize_mean(features, mask, frame_counts)

@@ -265,6 +265,13 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
                     break
                 state.num_short += int(batch.get("num_short", 0))
                 state.num_skipped += int(batch.get("num_skipped", 0))
+                if batch["global_features"].shape[1] == 0:
+                    # every file of this batch was unreadable (already reported by the loader); with several
+                    # processes the others would wait for this one, so that is an error there
+                    if world > 1:
+                        raise RuntimeError("a whole batch of unreadable files on one process: clean the manifest")
+                    state.batch_in_epoch += 1
+                    continue
                 global_crops = views(batch["global_features"]).to(accelerator.device, non_blocking=True)
                 local = batch.get("local_features")
                 student_crops = [global_crops] + ([views(local).to(accelerator.device)] if local is not None and local.numel() else [])
