@@ -314,3 +314,11 @@ def test_vad_in_cropper(tmp_path):
     # With VAD no crop (or quarter of a global crop) can fall in the 3 s gap; without, many do.
     assert (crop_peaks(True) > 0.1).all()
     assert (crop_peaks(False) < 1e-6).sum() >= 3
+
+
+def test_global_only_views(corpus, fe):
+    """n_local=0 (supervised training on pseudo-labels uses one crop per utterance)."""
+    cfg = MultiCropConfig(n_global=1, global_seconds=0.5, n_local=0)
+    batch = next(iter(build_multicrop_dataloader(corpus, cfg, AugmentConfig(), fe, batch_size=4, seed=1)))
+    assert batch["global_features"].shape == (1, 4, 48, 80)
+    assert batch["local_features"].shape[:2] == (0, 4)

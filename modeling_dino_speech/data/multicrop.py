@@ -498,7 +498,9 @@ def build_multicrop_dataloader(
         babble_pool: utterances for the babble fallback; default: the training pool itself.
 
     Returns:
-        :class:`MultiCropDataLoader` (``len`` = batches left in the epoch for this process, map-style).
+        :class:`MultiCropDataLoader` (``len`` = batches left in the epoch for this process, map-style). A
+        batch's ``index`` is the row position in ``dataset`` after the ``min_duration`` filter
+        (``loader.dataset.paths[i]`` is its file).
     """
     crop_cfg = crop_cfg or MultiCropConfig()
     streaming = _is_streaming(dataset)
