@@ -1,0 +1,54 @@
+"""Macro-averaged F1 of single-label classification, as an `evaluate` metric.
+
+Load offline with ``evaluate.load("eval/metrics/macro_f1")``; with the ``"string"`` config
+(``evaluate.load("eval/metrics/macro_f1", "string")``) it takes class names instead of integer ids.
+The computation lives in ``eval.metrics.classification``.
+"""
+
+import datasets
+import evaluate
+
+from eval.metrics.classification import macro_f1  # From: -e <the dino-speech repository root>
+
+_DESCRIPTION = """
+The mean over classes of each class's F1 = 2 TP / (2 TP + FP + FN); a class with no true positives
+scores 0. Classes default to those seen in the references or predictions (as sklearn's f1_score).
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `int`, or of `str` with the "string" config): predicted classes.
+    references (`list` of `int`, or of `str` with the "string" config): true classes.
+    labels (`list`, optional): the classes to average over (a listed class that never occurs scores 0).
+Returns:
+    macro_f1 (`float`): in [0, 1].
+Examples:
+    >>> metric = evaluate.load("eval/metrics/macro_f1")
+    >>> metric.compute(predictions=[0, 1, 1, 2], references=[0, 1, 2, 2])
+    {'macro_f1': 0.7777777777777777}
+"""
+
+_CITATION = """
+@inproceedings{cho2022dino,
+  title={Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations},
+  author={Cho, Jaejin and Pappagari, Raghavendra and Zelasko, Piotr and Moro-Velazquez, Laureano and
+          Villalba, Jesus and Dehak, Najim},
+  booktitle={Interspeech},
+  year={2022}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class MacroF1(evaluate.Metric):
+    def _info(self):
+        kind = datasets.Value("string") if self.config_name == "string" else datasets.Value("int64")
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": kind, "references": kind}),
+        )
+
+    def _compute(self, predictions, references, labels=None):
+        return {"macro_f1": macro_f1(references, predictions, labels)}

@@ -1,0 +1,53 @@
+"""Micro-averaged F1 of single-label classification, as an `evaluate` metric.
+
+Load offline with ``evaluate.load("eval/metrics/micro_f1")``; with the ``"string"`` config
+(``evaluate.load("eval/metrics/micro_f1", "string")``) it takes class names instead of integer ids.
+The computation lives in ``eval.metrics.classification``.
+"""
+
+import datasets
+import evaluate
+
+from eval.metrics.classification import micro_f1  # From: -e <the dino-speech repository root>
+
+_DESCRIPTION = """
+F1 pooled over all examples. For single-label classification it equals accuracy; the DINO speech paper
+reports it for emotion recognition (IEMOCAP, CREMA-D, MSP-Podcast).
+"""
+
+_KWARGS_DESCRIPTION = """
+Args:
+    predictions (`list` of `int`, or of `str` with the "string" config): predicted classes.
+    references (`list` of `int`, or of `str` with the "string" config): true classes.
+Returns:
+    micro_f1 (`float`): in [0, 1].
+Examples:
+    >>> metric = evaluate.load("eval/metrics/micro_f1")
+    >>> metric.compute(predictions=[0, 1, 1, 2], references=[0, 1, 2, 2])
+    {'micro_f1': 0.75}
+"""
+
+_CITATION = """
+@inproceedings{cho2022dino,
+  title={Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations},
+  author={Cho, Jaejin and Pappagari, Raghavendra and Zelasko, Piotr and Moro-Velazquez, Laureano and
+          Villalba, Jesus and Dehak, Najim},
+  booktitle={Interspeech},
+  year={2022}
+}
+"""
+
+
+@evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
+class MicroF1(evaluate.Metric):
+    def _info(self):
+        kind = datasets.Value("string") if self.config_name == "string" else datasets.Value("int64")
+        return evaluate.MetricInfo(
+            description=_DESCRIPTION,
+            citation=_CITATION,
+            inputs_description=_KWARGS_DESCRIPTION,
+            features=datasets.Features({"predictions": kind, "references": kind}),
+        )
+
+    def _compute(self, predictions, references):
+        return {"micro_f1": micro_f1(references, predictions)}

@@ -1,0 +1,259 @@
+"""Iterative pseudo-labelling with no speaker labels (the paper's second stage).
+
+Each round: embed the whole training pool with the current model, cluster the embeddings, train a
+`DinoSpeechForXVector` (AAM-softmax) on the cluster labels (first the new classifier, then the whole network),
+and start the next round from it. Round r writes `<output_dir>/round_<r>/` with `embeddings.npy`,
+`pseudo_labels.csv`, `clustering_report.json`, `report.json` and `final/`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import numpy as np
+import torch
+
+from ..configuration_dino_speech import DinoSpeechConfig
+from ..data.augment import AugmentConfig
+from ..data.multicrop import MultiCropConfig
+from .clustering import ClusteringConfig
+from .config import EvalConfig, save_config
+from .schedules import cosine_scheduler
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SupervisedConfig:
+    """Training of the AAM-softmax model on one round's pseudo-labels."""
+
+    head_steps: int = 100
+    """Steps with the embedding network frozen, so the new classifier settles before it moves the network."""
+    steps: int = 500
+    """Steps of the whole network after the head-only steps."""
+    batch_size: int = 64
+    lr: float = 1e-3
+    head_lr: float = 1e-2
+    min_lr: float = 1e-5
+    warmup_steps: int = 50
+    weight_decay: float = 1e-4
+    clip_grad: Optional[float] = 3.0
+    margin: float = 0.2
+    margin_warmup_steps: int = 100
+    """The AAM margin rises linearly from 0 over these steps (hard margins on a fresh classifier diverge)."""
+    scale: float = 30.0
+    subcenters: int = 1
+    crop_seconds: float = 3.0
+
+
+@dataclass
+class PseudoLabelConfig:
+    init: str = ""
+    """The DINO export to start from (`<dino output_dir>/final`)."""
+    output_dir: str = "runs/pseudo_label"
+    rounds: int = 2
+    seed: int = 0
+    train: str = ""
+    """The unlabeled pool (manifest CSV); a `speaker` column, if present, is used only to score the clusters."""
+    corpus: str = "manifest"
+    num_workers: int = 1
+    embed_batch_size: int = 32
+    augmentation: bool = True
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+    supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    mixed_precision: str = "auto"
+    num_threads: int = 0
+    log_every: int = 20
+
+
+def _load_pool(cfg: PseudoLabelConfig):
+    from .dino import build_training_dataset
+    from .config import DataConfig, DinoTrainConfig
+
+    return build_training_dataset(DinoTrainConfig(data=DataConfig(corpus=cfg.corpus, train=cfg.train)))
+
+
+def extract_embeddings(accelerator, model, feature_extractor, paths: List[str], batch_size: int) -> np.ndarray:
+    """Embeddings `(len(paths), D)` of whole utterances, each process embedding its share."""
+    from accelerate.utils import gather_object
+
+    from eval.embed import embed_files
+
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(paths), world))
+    local = embed_files(model, feature_extractor, [paths[i] for i in mine], batch_size=batch_size,
+                        device=accelerator.device, progress=accelerator.is_local_main_process)
+    pieces = gather_object([(mine, local)]) if world > 1 else [(mine, local)]
+    out = np.zeros((len(paths), local.shape[1]), dtype=np.float32)
+    for index, values in pieces:
+        out[np.asarray(index, dtype=int)] = values
+    return out
+
+
+def train_on_pseudo_labels(accelerator, model, feature_extractor, paths: List[str], labels: np.ndarray,
+                           cfg: PseudoLabelConfig, round_index: int) -> Dict[str, float]:
+    """Train `model` (a `DinoSpeechForXVector`) on `labels` for `paths`; returns the last logged scalars."""
+    from tqdm.auto import tqdm
+
+    from ..data.multicrop import build_multicrop_dataloader
+
+    sup = cfg.supervised
+    world = accelerator.num_processes
+    micro_batch = max(sup.batch_size // world, 1)
+    crop = MultiCropConfig(n_global=1, global_seconds=sup.crop_seconds, n_local=0)
+    augment = cfg.augment if cfg.augmentation else None
+    labels_t = torch.as_tensor(labels, dtype=torch.long)
+    total = sup.head_steps + sup.steps
+    backbone = model.dino_speech
+    head_params = list(model.classifier.parameters())
+    optimizer = torch.optim.AdamW([{"params": head_params}, {"params": list(backbone.parameters())}],
+                                  lr=0.0, weight_decay=sup.weight_decay)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    unwrapped = accelerator.unwrap_model(model)
+    lr = cosine_scheduler(sup.lr, sup.min_lr, max(sup.steps, 1), sup.warmup_steps)
+    step, epoch, stats = 0, 0, {}
+    progress = tqdm(total=total, desc=f"round {round_index}: AAM-softmax", disable=not accelerator.is_local_main_process,
+                    dynamic_ncols=True)
+    model.train()
+    while step < total:
+        loader = build_multicrop_dataloader(paths, crop, augment, feature_extractor, batch_size=micro_batch,
+                                            num_workers=cfg.num_workers, seed=cfg.seed + 1000 * round_index,
+                                            epoch=epoch, num_replicas=world, rank=accelerator.process_index)
+        for batch in loader:
+            if step >= total:
+                break
+            head_only = step < sup.head_steps
+            # requires_grad stays on everywhere (DDP needs a fixed set of parameters); the frozen stage just
+            # gives the backbone no learning rate and no statistics updates.
+            backbone.train(not head_only)
+            optimizer.param_groups[0]["lr"] = sup.head_lr if head_only else float(lr[step - sup.head_steps])
+            optimizer.param_groups[1]["lr"] = 0.0 if head_only else float(lr[step - sup.head_steps])
+            unwrapped.classifier.margin = sup.margin * min(1.0, step / max(sup.margin_warmup_steps, 1))
+            feats = batch["global_features"][0].to(accelerator.device)
+            target = labels_t[batch["index"]].to(accelerator.device)
+            with accelerator.autocast():
+                out = model(input_features=feats, labels=target)
+            accelerator.backward(out.loss)
+            if sup.clip_grad:
+                accelerator.clip_grad_norm_(model.parameters(), sup.clip_grad)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            step += 1
+            progress.update(1)
+            if step % cfg.log_every == 0 or step == total:
+                accuracy = (out.logits.argmax(-1) == target).float().mean()
+                stats = {"loss": float(accelerator.reduce(out.loss.detach().float(), "mean")),
+                         "accuracy": float(accelerator.reduce(accuracy, "mean")),
+                         "margin": unwrapped.classifier.margin, "lr": optimizer.param_groups[1]["lr"]}
+                progress.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
+                accelerator.log({f"round_{round_index}/{k}": v for k, v in stats.items()}, step=step)
+        epoch += 1
+    progress.close()
+    unwrapped.classifier.margin = sup.margin
+    return stats
+
+
+def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False) -> List[dict]:
+    """Run all rounds; returns each round's report. With `resume`, rounds whose `final/` exists are reused."""
+    from accelerate import Accelerator
+    from accelerate.utils import ProjectConfiguration, set_seed
+
+    from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
+    from ..modeling_dino_speech import DinoSpeechForXVector, DinoSpeechModel
+    from .clustering import cluster_embeddings, clustering_report
+    from .dino import resolve_mixed_precision
+    from .export import write_atomically, write_model_card
+
+    if not cfg.init:
+        raise ValueError("pseudo-labelling starts from a DINO export: set init (or pass --init DIR)")
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    output_dir = Path(cfg.output_dir)
+    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision), log_with="tensorboard",
+                              project_config=ProjectConfiguration(project_dir=str(output_dir),
+                                                                  logging_dir=str(output_dir / "logs")))
+    set_seed(cfg.seed)
+    if accelerator.is_main_process:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, output_dir / "recipe.yaml")
+    accelerator.init_trackers("pseudo_label")
+    pool = _load_pool(cfg)
+    paths = list(pool["path"])
+    true_speakers = list(pool["speaker"]) if "speaker" in pool.column_names else None
+    feature_extractor = DinoSpeechFeatureExtractor.from_pretrained(cfg.init)
+    current = Path(cfg.init)
+    reports = []
+    for r in range(1, cfg.rounds + 1):
+        round_dir = output_dir / f"round_{r}"
+        if resume and (round_dir / "final" / "config.json").exists() and (round_dir / "report.json").exists():
+            accelerator.print(f"round {r}: reusing {round_dir / 'final'}")
+            reports.append(json.loads((round_dir / "report.json").read_text()))
+            current = round_dir / "final"
+            continue
+        started = time.perf_counter()
+        embedder = DinoSpeechModel.from_pretrained(current).to(accelerator.device).eval()
+        embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
+        result = cluster_embeddings(embeddings, cfg.clustering)
+        report = clustering_report(result, true_speakers)
+        kept = np.flatnonzero(result.labels >= 0)
+        if result.n_clusters < 2:
+            raise RuntimeError(f"round {r}: clustering found {result.n_clusters} cluster(s) in {len(paths)} "
+                               "utterances; lower clustering.similarity_threshold or min_cluster_size")
+        accelerator.print(f"round {r}: {result.n_clusters} clusters, kept {report['kept_fraction']:.1%} of "
+                          f"{len(paths)} utterances" + (f", purity {report['purity']:.3f}, NMI {report['nmi']:.3f}"
+                                                         if "purity" in report else ""))
+        if accelerator.is_main_process:
+            round_dir.mkdir(parents=True, exist_ok=True)
+            np.save(round_dir / "embeddings.npy", embeddings)
+            with open(round_dir / "pseudo_labels.csv", "w", newline="", encoding="utf-8") as handle:
+                writer = csv.writer(handle)
+                writer.writerow(["path", "pseudo_label"])
+                writer.writerows(zip(paths, result.labels.tolist()))
+            (round_dir / "clustering_report.json").write_text(json.dumps(report, indent=1, default=float))
+
+        config = DinoSpeechConfig.from_pretrained(current)
+        config.num_labels = int(result.n_clusters)
+        config.aam_margin, config.aam_scale = cfg.supervised.margin, cfg.supervised.scale
+        config.aam_subcenters = cfg.supervised.subcenters
+        config.architectures = None
+        model = DinoSpeechForXVector(config)
+        model.dino_speech.load_state_dict(embedder.state_dict())
+        del embedder
+        stats = train_on_pseudo_labels(accelerator, model, feature_extractor, [paths[i] for i in kept],
+                                       result.labels[kept], cfg, r)
+        model = accelerator.unwrap_model(model).eval()
+        round_report = {"round": r, "clusters": int(result.n_clusters), "kept_fraction": report["kept_fraction"],
+                        **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
+                        "train_loss": stats.get("loss"), "train_accuracy": stats.get("accuracy"),
+                        "seconds": round(time.perf_counter() - started, 1)}
+        if cfg.eval.trials and accelerator.is_main_process:
+            from eval.verify import verify
+
+            metrics = verify(model.dino_speech, cfg.eval.trials, cfg.eval.audio_root,
+                             feature_extractor=feature_extractor, device=accelerator.device, progress=False)
+            round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        if accelerator.is_main_process:
+            def fill(folder: Path) -> None:
+                model.save_pretrained(folder)
+                feature_extractor.save_pretrained(folder)
+                write_model_card(folder, f"DINO + pseudo-label round {r} speech embeddings",
+                                 {"method": "DINO then iterative pseudo-labelling (AAM-softmax)", "round": r,
+                                  "initialised_from": str(current), **round_report})
+
+            write_atomically(round_dir / "final", fill)
+            (round_dir / "report.json").write_text(json.dumps(round_report, indent=1, default=float))
+        accelerator.wait_for_everyone()
+        accelerator.print(f"round {r}: " + json.dumps(round_report, default=float))
+        reports.append(round_report)
+        current = round_dir / "final"
+    accelerator.end_training()
+    return reports

@@ -1,0 +1,113 @@
+"""eval.report: the filled model card is valid Hub metadata (YAML with a model-index) carrying the numbers."""
+
+import json
+
+import pytest
+import yaml
+
+from eval.report import TEMPLATE, main, merge_results, results_table, write_model_card
+
+VERIFY = {
+    "model": "runs/demo/dino/final",
+    "speaker_verification": {
+        "trials_real_crosslang": {"eer": 38.125, "min_dcf_0.01": 0.9731, "min_dcf_0.05": 0.8812, "num_trials": 1200,
+                                  "num_targets": 200, "num_nontargets": 1000},
+        "veri_test2": {"eer": 4.3812, "min_dcf_0.01": 0.4123, "min_dcf_0.05": 0.2811, "num_trials": 37611,
+                       "as_norm": {"eer": 4.0107, "min_dcf_0.01": 0.3811, "min_dcf_0.05": 0.2533,
+                                   "cohort_size": 2000, "top_k": 300}},
+    },
+}
+EMOTION = {"model": "runs/demo/dino/final", "emotion_recognition": {"iemocap": {
+    "micro_f1": 60.87, "macro_f1": 58.2, "unweighted_accuracy": 59.1, "num_utterances": 5531,
+    "protocol": "4 classes, leave-one-session-out (5 folds)", "classifier": "logreg"}}}
+
+
+def _front_matter(text: str) -> dict:
+    assert text.startswith("---\n")
+    return yaml.safe_load(text.split("---\n", 2)[1])
+
+
+@pytest.fixture
+def results_files(tmp_path):
+    plot = tmp_path / "vox_det.png"
+    plot.write_bytes(b"\x89PNG\r\n\x1a\n" + b"0" * 100)
+    (tmp_path / "vox.json").write_text(json.dumps({**VERIFY, "plots": {"det": str(plot)}}))
+    (tmp_path / "emo.json").write_text(json.dumps(EMOTION))
+    return tmp_path / "vox.json", tmp_path / "emo.json"
+
+
+def test_card_metadata_holds_the_numbers(results_files, tmp_path):
+    folder = tmp_path / "checkpoint"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "dino_speech", "backbone": "resnet",
+                                                    "embedding_size": 256}))
+    path = write_model_card(folder, title="DINO LResNet34", training={"method": "DINO", "steps": 1000},
+                            results=list(results_files))
+    text = path.read_text()
+    meta = _front_matter(text)
+    assert meta["library_name"] == "transformers" and meta["license"] == "apache-2.0"
+    assert "speaker-verification" in meta["tags"] and "emotion-recognition" in meta["tags"]
+    assert set(meta["datasets"]) == {"voxceleb", "dino-speech-demo", "iemocap"}
+    (index,) = meta["model-index"]
+    assert index["name"] == "DINO LResNet34"
+    values = {(r["dataset"]["name"], m["name"]): m["value"] for r in index["results"] for m in r["metrics"]}
+    assert values[("VoxCeleb1-O (cleaned)", "EER (%)")] == 4.3812
+    assert values[("VoxCeleb1-O (cleaned)", "EER (%) AS-norm")] == 4.0107
+    assert values[("VoxCeleb1-O (cleaned)", "minDCF (p_target=0.01)")] == 0.4123
+    assert values[("demo: real voices, cross-language", "minDCF (p_target=0.05)")] == 0.8812
+    assert values[("IEMOCAP", "micro-F1 (%)")] == 60.87
+    tasks = {r["task"]["type"] for r in index["results"]}
+    assert tasks == {"speaker-verification", "audio-classification"}
+    # The body: tables with the same numbers, the copied plot, the training summary, the model config.
+    assert "| VoxCeleb1-O (cleaned) | 37,611 | 4.38 | 0.4123 | 0.2811 |" in text
+    assert "| IEMOCAP | 4 classes, leave-one-session-out (5 folds) | 5,531 | 60.87 |" in text
+    assert "![det](eval/vox_det.png)" in text and (folder / "eval" / "vox_det.png").is_file()
+    assert "| steps | 1000 |" in text and "| backbone | resnet |" in text
+    assert "{{" not in text and "{#" not in text
+    # huggingface_hub reads it back.
+    from huggingface_hub import ModelCard
+
+    card = ModelCard.load(path)
+    assert any(r.metric_value == 60.87 for r in card.data.eval_results)
+
+
+def test_card_without_results_as_training_export_writes_it(tmp_path):
+    path = write_model_card(tmp_path, title="DINO speech embeddings", training={"method": "DINO"}, results={})
+    meta = _front_matter(path.read_text())
+    assert "model-index" not in meta and meta["library_name"] == "transformers"
+    assert "No evaluation results were recorded" in path.read_text()
+
+
+def test_cli_card_and_comparison_table(results_files, tmp_path, capsys):
+    vox, emo = results_files
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    assert main(["--model", str(folder), "--results", str(vox), str(emo), "--dataset", "voxceleb2"]) == 0
+    assert _front_matter((folder / "README.md").read_text())["datasets"] == ["voxceleb2"]
+    capsys.readouterr()
+
+    fbank = tmp_path / "fbank.json"
+    fbank.write_text(json.dumps({"model": "fbank-stats", "speaker_verification": {
+        "trials_real_crosslang": {"eer": 55.0, "min_dcf_0.01": 1.0, "min_dcf_0.05": 1.0, "num_trials": 1200}}}))
+    table_file = tmp_path / "table.md"
+    assert main(["--compare", f"DINO={vox},{emo}", f"fbank stats={fbank}", "--out", str(table_file)]) == 0
+    table = table_file.read_text().splitlines()
+    assert table[0].startswith("| system | demo: real voices, cross-language EER (%) | VoxCeleb1-O (cleaned) EER (%)")
+    assert table[2] == "| DINO | 38.12 | 4.38 | 0.9731 | 0.4123 | 60.87 |"
+    assert table[3] == "| fbank stats | 55.00 |  | 1.0000 |  |  |"
+    assert results_table({"x": merge_results([vox])}).count("\n") == 2
+
+
+def test_bad_results_are_clear_errors(tmp_path):
+    (tmp_path / "other.json").write_text(json.dumps({"loss": 1.0}))
+    with pytest.raises(ValueError, match="no 'speaker_verification' or 'emotion_recognition'"):
+        merge_results([tmp_path / "other.json"])
+    with pytest.raises(FileNotFoundError, match="results file does not exist"):
+        merge_results([tmp_path / "none.json"])
+    with pytest.raises(FileNotFoundError, match="checkpoint folder does not exist"):
+        write_model_card(tmp_path / "nowhere")
+
+
+def test_template_is_the_repository_card():
+    assert TEMPLATE.name == "model_card.md" and TEMPLATE.is_file()
+    assert "{{ card_data }}" in TEMPLATE.read_text()
