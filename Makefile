@@ -29,9 +29,16 @@ sysdeps:
 corpus: venv sysdeps
 	$(PY) -m modeling_dino_speech.data.demo_corpus --out $(DEMO_DATA)
 
-# Until the end-to-end demo lands, `make demo` shows what exists: the standard models and their sizes.
-demo: venv
-	$(PY) -c "import torch, modeling_dino_speech as m; [print(f'{n}: {sum(p.numel() for p in m.DinoSpeechModel(m.DinoSpeechConfig(**k)).parameters())/1e6:.2f}M parameters') for n, k in [('light ResNet34', {}), ('ResNet34', {'resnet_base_width': 32}), ('ECAPA-TDNN C=512', {'backbone': 'ecapa_tdnn', 'embedding_size': 192, 'pooling': 'attentive_statistics'})]]"
+# The whole mission on the demo corpus: corpus (cached), DINO, pseudo-labels, evaluation and report.
+# Each step resumes or reuses what an interrupted earlier run left (Ctrl-C leaves checkpoints).
+demo: corpus
+	$(PY) train.py dino --config configs/demo.yaml --resume data.train=$(DEMO_DATA)/train.csv \
+		data.augment.musan_root=$(DEMO_DATA)/musan_standin eval.trials=$(DEMO_DATA)/trials_synth.txt \
+		eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/dino
+	$(PY) train.py pseudo-label --config configs/pseudo_label_demo.yaml --resume --init $(DEMO_RUN)/dino/final \
+		train=$(DEMO_DATA)/train.csv augment.musan_root=$(DEMO_DATA)/musan_standin \
+		eval.trials=$(DEMO_DATA)/trials_synth.txt eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/pseudo_label
+	$(PY) -m eval.demo_report --data $(DEMO_DATA) --runs $(DEMO_RUN)
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
 test: venv sysdeps

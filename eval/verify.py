@@ -132,6 +132,7 @@ def verify_lists(
     progress: bool = True,
     out: Optional[PathLike] = None,
     seed: int = 0,
+    return_curves: bool = False,
 ) -> Dict[str, Any]:
     """Evaluate a model on several trial lists at once, embedding each distinct file once.
 
@@ -146,6 +147,7 @@ def verify_lists(
         device: for a model loaded here: ``"auto"`` (default) or a device; an in-memory model stays put
             unless a device is given.
         out: ``results.json`` to write, with ``<stem>_det.png`` and ``<stem>_scores_<list>.png`` beside it.
+        return_curves: also return ``{"curves": {list name: DetectionCurve}}`` (to plot several systems).
 
     Returns:
         ``{"model": str, "speaker_verification": {list name: metrics}, "plots": {...}}`` where metrics has
@@ -206,6 +208,8 @@ def verify_lists(
                               "embedding_seconds": round(embed_seconds, 2), "num_files": len(files)}
     if out is not None:
         report["plots"] = _write_outputs(Path(out), report, curves, scored)
+    if return_curves:
+        report["curves"] = curves
     return report
 
 
