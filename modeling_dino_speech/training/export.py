@@ -90,10 +90,6 @@ def push(folder: Path, repo_id: Optional[str], private: bool = False):
     if not repo_id:
         logger.warning("push_to_hub=true but hub_model_id is empty: nothing pushed; %s stays local", folder)
         return None
-    result = push_folder_to_hub(folder, repo_id, private=private)
-    if result.ok:
-        logger.info("pushed %s to %s", folder, result.url)
-    else:
-        logger.warning("push of %s to %s failed, everything stays local: %s", folder, repo_id, result.message)
+    result = push_folder_to_hub(folder, repo_id, private=private)  # logs the outcome itself
     print(f"push to hub: {'ok ' + str(result.url) if result.ok else 'FAILED: ' + result.message}")
     return result
