@@ -177,3 +177,23 @@ def test_push_to_hub_after_training_and_failed_push_keeps_everything(corpus, tmp
     assert "push to hub: FAILED" in result.stdout
     assert (out / "final" / "model.safetensors").exists() and (out / "pretraining" / "teacher").is_dir()
     assert token not in result.stdout + result.stderr
+
+
+@pytest.mark.slow
+def test_sigterm_saves_a_checkpoint_to_resume_from(corpus, tmp_path):
+    out = tmp_path / "interrupted"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(corpus, out, 200, ["save_every=0"])],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
+    assert "interrupted at step" in output
+    step = int(output.split("interrupted at step ")[1].split(":")[0])
+    assert 3 <= step < 200
+    assert (out / "checkpoints" / f"checkpoint_{step:08d}").is_dir()
+    assert not (out / "final").exists()

@@ -14,6 +14,8 @@ import json
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -252,6 +254,7 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
         return path
 
     n_crops = crops.n_global + crops.n_local
+    stop_on_sigterm()
     progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
                     desc="dino", dynamic_ncols=True)
     collapsed = None
@@ -356,7 +359,8 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
                 state.batch_in_epoch = 0
     except KeyboardInterrupt:
         progress.close()
-        accelerator.print("interrupted: saving a checkpoint to resume from (train.py dino ... --resume)")
+        accelerator.print(f"interrupted at step {state.global_step}: saving a checkpoint to resume from "
+                          "(train.py dino ... --resume)")
         checkpoint()
         raise
     progress.close()
@@ -377,6 +381,17 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
+
+
+def stop_on_sigterm() -> None:
+    """Treat SIGTERM (what schedulers and `kill` send) like Ctrl-C: save a checkpoint, then stop."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    signal.signal(signal.SIGTERM, interrupt)
 
 
 def state_digest(*modules: nn.Module) -> str:
