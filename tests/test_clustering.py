@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import sys
+import tracemalloc
 
 import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
-from modeling_dino_speech.training import clustering as clu
 from modeling_dino_speech.training.clustering import (
     ClusteringConfig,
     ClusteringResult,
@@ -95,6 +96,24 @@ def test_scalable_path_recovers_speakers(backend):
     report = clustering_report(result, truth)
     assert result.n_clusters == 40
     assert report["purity"] > 0.95 and report["ari"] > 0.95
+
+
+def precluster_purity(truth: np.ndarray, pre: np.ndarray) -> float:
+    """Share of points whose pre-cluster's majority speaker is their own."""
+    from sklearn.metrics.cluster import contingency_matrix
+
+    return float(contingency_matrix(truth, pre, sparse=True).max(axis=0).toarray().sum() / truth.size)
+
+
+def test_border_reassignment_repairs_two_level_kmeans():
+    # Crowded speakers: the coarse partition cuts some, and their stray points land in a neighbour's
+    # pre-cluster. Reassigning across the 5 nearest coarse groups must win back most of that purity.
+    x, truth = sphere_blobs([20] * 300, dim=32, spread=0.8, seed=0)
+    plain, info_plain = precluster_kmeans(x, 1500, "sklearn", flat_max_clusters=100, border_probes=0)
+    fixed, info = precluster_kmeans(x, 1500, "sklearn", flat_max_clusters=100, border_probes=5)
+    assert info_plain["kmeans_levels"] == info["kmeans_levels"] == 2
+    assert info_plain["n_reassigned"] == 0 and info["n_reassigned"] > 100
+    assert precluster_purity(truth, fixed) > precluster_purity(truth, plain) + 0.03
 
 
 def nested_centroids(seed: int = 0) -> np.ndarray:
@@ -259,8 +278,8 @@ def test_pca_keeps_the_informative_subspace():
 
 def test_backend_resolution_without_faiss(monkeypatch):
     monkeypatch.setitem(sys.modules, "faiss", None)  # import faiss -> ImportError
-    assert resolve_backend("auto") == "sklearn"
-    assert resolve_backend("sklearn") == "sklearn"
+    assert resolve_backend("auto") == ("sklearn", "sklearn")
+    assert resolve_backend("sklearn") == ("sklearn", "sklearn")
     with pytest.raises(ValueError, match="faiss is not importable"):
         resolve_backend("faiss")
     x, _ = sphere_blobs([10] * 5)
@@ -268,8 +287,13 @@ def test_backend_resolution_without_faiss(monkeypatch):
 
 
 @pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")
-def test_auto_backend_prefers_faiss():
-    assert resolve_backend("auto") == "faiss"
+def test_auto_backend_pairs_sklearn_kmeans_with_faiss_neighbours():
+    assert resolve_backend("auto") == ("sklearn", "faiss")
+    assert resolve_backend("faiss") == ("faiss", "faiss")
+    x, truth = sphere_blobs([20] * 40, seed=11)
+    result = cluster_embeddings(x, ClusteringConfig(agglomerative_dense_max=50))
+    assert result.backend == "sklearn+faiss" and result.stages["knn_search"] == "faiss_exact"
+    assert clustering_report(result, truth)["ari"] > 0.95
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -331,33 +355,34 @@ def test_report_metrics_on_hand_made_partition():
     assert report["nmi"] == pytest.approx(normalized_mutual_info_score(t, c))
     assert "purity" not in clustering_report(result)
 
-    import json
-
     json.dumps(report)  # JSON-ready
 
     with pytest.raises(ValueError, match=r"true_labels must have shape \(6,\)"):
         clustering_report(result, truth[:4])
 
-    nothing = ClusteringResult(labels=np.full(6, -1), confidence=np.ones(6, np.float32), n_clusters=0, kept_fraction=0.0)
+    nothing = ClusteringResult(
+        labels=np.full(6, -1), confidence=np.ones(6, np.float32), n_clusters=0, kept_fraction=0.0
+    )
     empty = clustering_report(nothing, truth)
     assert empty["purity"] is None and empty["cluster_size_min"] is None
 
 
 def test_stage_timings_and_memory_are_recorded():
-    import tracemalloc
-
     x, _ = sphere_blobs([20] * 10)
     tracemalloc.start()
     try:
-        result = cluster_embeddings(x, ClusteringConfig(backend="sklearn"))
+        result = cluster_embeddings(x, ClusteringConfig(backend="sklearn"), profile_memory=True)
     finally:
         tracemalloc.stop()
     for stage in ("normalise", "pca", "kmeans", "agglomerative", "filter"):
+        mem = result.peak_memory[stage]
         assert result.timings[stage] >= 0
-        assert result.peak_memory[stage]["maxrss_mb"] > 0
-        assert result.peak_memory[stage]["traced_peak_mb"] > 0
+        assert mem["maxrss_mb"] > 0 and mem["traced_peak_mb"] > 0
+        if sys.platform.startswith("linux"):
+            assert 0 < mem["rss_start_mb"] <= mem["peak_rss_mb"]
+    assert "peak_rss_mb" not in cluster_embeddings(x, ClusteringConfig(backend="sklearn")).peak_memory["pca"]
     assert result.timings["total"] >= result.timings["kmeans"]
-    assert clu.ClusteringConfig(**result.config) == ClusteringConfig(backend="sklearn")
+    assert ClusteringConfig(**result.config) == ClusteringConfig(backend="sklearn")
 
 
 @pytest.mark.skipif(not HAS_FAISS, reason="faiss not installed")

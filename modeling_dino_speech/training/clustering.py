@@ -4,67 +4,80 @@ The authors' later recipe (hyperion ``egs/voxceleb/ssl.v1``) turns teacher embed
 pseudo-labels with: PCA keeping ~99% of the variance, k-means pre-clustering with about 4 samples per
 cluster, agglomerative clustering of the k-means centroids with cosine similarity and a threshold (0.80),
 then keeping clusters of 8-50 members and dropping low-confidence members. :func:`cluster_embeddings`
-runs that pipeline with library code only (scikit-learn; faiss for k-means and nearest neighbours when
-it is importable)::
+runs that pipeline with library code: scikit-learn, and faiss where it is importable and helps. With
+``backend="auto"`` k-means runs in scikit-learn and the nearest-neighbour search in faiss: the faiss-cpu
+wheel's bundled OpenBLAS 0.3.15 runs its generic "Prescott" kernel on the development CPU, which made faiss k-means
+2-3x slower than scikit-learn's, while faiss's inverted-file search is what makes the neighbour step
+scale. ``backend="faiss"`` or ``"sklearn"`` forces one library for both steps::
 
     embeddings (N, D) float
       -> L2-normalise                                  (N, D) float32
       -> PCA, keep ``pca_variance`` of the variance    (N, d), then L2-normalise again (cosine space)
-      -> k-means pre-clustering, ~N / 4 clusters       pre-cluster id per point, centroids (P, d)
+      -> k-means pre-clustering, P ~ N / 4 clusters    pre-cluster id per point, centroids (P, d)
       -> agglomerative clustering of the P centroids   cosine, average linkage, threshold or target count
       -> map back to points, confidence + size filter  labels (N,) int64, -1 = dropped
 
-Scaling to VoxCeleb2 (N = 1.09M utterances, D = 256, P = N / 4 = 272k pre-clusters)
+Scaling to VoxCeleb2 (N = 1.09M utterances, D = 256, P = N / 4 = 273k pre-clusters)
 -----------------------------------------------------------------------------------
-A literal reading of the recipe is quadratic twice over, so two steps have a scalable path that switches on
-by size (the small path is used below the limits; both paths are tested to agree on data where the answer
-is known):
+Read literally the recipe is quadratic twice over, so two steps have a scalable path that switches on by
+size. Both paths are tested to give the same answer where it is known.
 
-* **k-means with K = N/4 is O(N^2 D)** per Lloyd iteration (1.09M x 272k x ~200 = 6e13 multiply-adds, tens
-  of minutes per iteration on 2 cores). Above ``kmeans_flat_max_clusters`` pre-clusters we run a
-  *two-level* k-means: a coarse k-means into G = ceil(sqrt(P)) groups (522 at VoxCeleb2), then an
-  independent k-means inside each group with n_g / 4 clusters. The cost per iteration falls to
-  N D (G + P/G) = 2 N D sqrt(P), i.e. O(N^1.5 D): about 2.3e11 multiply-adds at VoxCeleb2, ~250x less.
-  A speaker cut by a coarse boundary only gets pre-clusters on both sides; the global agglomerative step
-  below merges them again. Both levels subsample at most 256 points per centroid to fit (as faiss does)
-  and then assign every point.
-* **Average-linkage agglomerative clustering on P points is O(P^2) memory** (scipy keeps the condensed
-  distance matrix: 272k centroids -> 3.7e10 float64 = 296 GB). Above ``agglomerative_dense_max`` centroids
-  we use an *exact decomposition*: with average linkage two clusters merge at threshold t only if their
-  mean distance is < t, which needs at least one pair closer than t, so every final cluster lies inside
-  one connected component of the graph "cosine similarity > s" (the single-linkage clusters at s). We
-  find that graph from the k nearest neighbours of each centroid (faiss ``IndexFlatIP`` or sklearn brute
-  force, O(P^2 d) time but O(P k) memory), take its connected components (scipy), and run the ordinary
-  dense average linkage inside each component. This is exact unless a centroid has more than
-  ``knn_neighbors`` neighbours above the threshold (then an edge may be missed). A component still larger
-  than ``agglomerative_dense_max`` (chaining) is clustered by sklearn's connectivity-constrained average
-  linkage on its k-NN edges, which averages over the connected pairs only (an approximation, logged in
-  ``stages["n_sparse_components"]``).
+* **k-means with K = N/4 is O(N^2 d)** per Lloyd iteration (1.09M x 273k x ~250 = 7e13 multiply-adds:
+  hours per iteration on 2 cores; flat k-means on 25k points already takes 29-51 s against 2-3.5 s below).
+  Above ``kmeans_flat_max_clusters`` (256) pre-clusters we run a *two-level* k-means: a coarse k-means into
+  G = ceil(sqrt(P)) groups (523 at VoxCeleb2, random seeding, fitted on <= 256 points per centroid), then
+  an independent k-means++-seeded k-means inside each group with n_g / 4 clusters: N d (G + P/G) =
+  2 N d sqrt(P) per iteration, O(N^1.5). A speaker cut by a coarse border would leave a few utterances in
+  a neighbour's pre-cluster (pre-cluster purity 0.96 instead of 1.00 on 25k synthetic points), so each
+  point is then moved to its nearest pre-cluster centroid among its ``kmeans_border_probes`` (5) nearest
+  coarse groups, an inverted-file style multi-probe pass of N x 5 x P/G x d multiply-adds that brings the
+  purity back to 0.999.
+* **Average-linkage clustering of P points needs O(P^2) memory** (scipy's condensed distance matrix: 273k
+  centroids -> 3.7e10 float64 = 298 GB). Above ``agglomerative_dense_max`` (10k) centroids we use an
+  *exact decomposition*: with average linkage two clusters merge at distance threshold t only if their
+  mean distance is below t, which needs at least one pair closer than t, so every final cluster lies in
+  one connected component of the graph "cosine similarity > s". We build that graph from the
+  ``knn_neighbors`` (32) nearest neighbours of each centroid, take its connected components (scipy) and run
+  the ordinary dense sklearn average linkage inside each one. This is exact unless a centroid has more
+  than 32 neighbours above the threshold (an edge may then be missed). A component still larger than
+  ``agglomerative_dense_max`` (chaining) goes to sklearn's connectivity-constrained average linkage on all
+  its k-NN edges, which averages over connected pairs only (approximate; counted in
+  ``stages["n_sparse_components"]``). The neighbour search is exact (faiss ``IndexFlatIP`` or sklearn brute
+  force, O(P^2 d)) up to ``knn_exact_max`` (50k) centroids; above that the faiss backend uses an
+  inverted-file index (4 sqrt(P) lists, ``knn_nprobe`` = 16 probed, O(P^1.5 d)), which found 100% of the
+  above-threshold edges in our checks. The sklearn backend stays exact and quadratic: use faiss at scale.
   In target-count mode (``n_clusters``) the scalable path bisects the similarity threshold until the
-  count is met (average linkage has no inversions, so the count is monotone in the threshold); that costs
-  ~20 passes of the component step, so prefer threshold mode at VoxCeleb2 scale.
+  count is met (average linkage has no inversions, so the count is monotone in the threshold): ~20
+  passes of the component step, so prefer threshold mode at VoxCeleb2 scale.
 
-Memory and time at VoxCeleb2, on paper (float32, d ~ 200 after PCA; measured figures and their
-extrapolation from 100k+ synthetic points are in ``benchmarks/bench_clustering.py`` and
-``benchmarks/RESULTS.md``):
+Memory and time at VoxCeleb2 (float32, d ~ 250 after PCA). ``benchmarks/bench_clustering.py`` measures
+every stage on 31k-125k synthetic points (1 thread of a shared 2-core machine) and extrapolates to 1.09M
+with the exponents below and with exponents fitted between 62k and 125k points (the two ranges):
 
-==================  ===============================  ===============================================
-stage               memory                            time
-==================  ===============================  ===============================================
-input + normalised  2 x N D x 4 B = 2.2 GB            O(N D), seconds
-PCA                 N d x 4 B = 0.9 GB (+ D^2)        O(N D^2) covariance + eigh, seconds
-two-level k-means   N x 8 B labels + 256-pt samples   O(N^1.5 d), ~ minutes (faiss) on 2 cores
-k-NN of centroids   P k x 12 B = 0.1 GB               O(P^2 d) = 1.5e13 MACs, the largest stage
-components + linkage sum of c_i^2 x 8 B per component  ~O(P) for small components, 0.7 ms per call
-filtering           N d x 4 B for the gather          O(N d), seconds
-==================  ===============================  ===============================================
+===================  ==================================  =========  ==========  =====================
+stage                memory beyond the caller's N x D     exponent   at 125k     at 1.09M
+===================  ==================================  =========  ==========  =====================
+normalise            N D x 4 B float32 copy = 1.1 GB      N          0.2-0.9 s   2-80 s
+PCA                  N d x 4 B = 1.1 GB (+ D^2)           N          0.7-1.5 s   5-55 s
+two-level k-means    N d x 4 B means + fit subsets        N^1.5      10-25 s     4.5-12 min (sklearn
+                                                                                 k-means is the faster)
+k-NN, faiss IVF      P k x 12 B = 0.1 GB                  P^1.5      12 s        5-8 min (default)
+k-NN, exact          faiss: same; sklearn: 1.7 GB chunks  P^2        23-32 s     30 min - 2 h
+components, linkage  sum of c_i^2 x 8 B, small comps.     ~P         2.5-4 s     0.5-2 min
+filtering            N d x 4 B gather                     N          0.2-0.4 s   2-90 s
+===================  ==================================  =========  ==========  =====================
 
-Peak memory is therefore a few GB, dominated by the N x D arrays (the caller's embeddings plus two
-float32 copies), not by the clustering itself.
+With the defaults (sklearn k-means, faiss IVF neighbours) that is about 13-21 minutes and ~2.3 GB of peak
+RSS on top of the caller's 1.1 GB array (measured +360 MB at 125k points, ~2 kB per point: two N x d
+float32 copies). The scalable paths keep their quality on the synthetic data: ARI 0.9999-1.0 against
+the 5000 true speakers at 125k points.
 
-Outputs: :class:`ClusteringResult` (labels, confidence, counts per stage, seconds per stage) and
-:func:`clustering_report` (cluster count, kept fraction, sizes, and purity / inverse purity / NMI / ARI
-against true labels when a corpus has them).
+Threads: ``num_threads`` caps BLAS/OpenMP/faiss threads for the call; on a machine shared with other jobs
+oversubscribed OpenMP made the same k-means 5-10x slower than with 1 thread.
+
+Outputs: :class:`ClusteringResult` (labels, confidence, counts per stage, seconds and peak memory per
+stage) and :func:`clustering_report` (cluster count, kept fraction, sizes, and purity / inverse purity /
+NMI / ARI against true labels when a corpus has them).
 """
 
 from __future__ import annotations
@@ -108,6 +121,9 @@ class ClusteringConfig:
         kmeans_samples_per_cluster: points per k-means pre-cluster (P = round(N / this)).
         kmeans_iters: Lloyd iterations for each k-means call.
         kmeans_flat_max_clusters: above this many pre-clusters, use the two-level k-means (module doc).
+        kmeans_border_probes: two-level only: after the per-group k-means, move each point to its nearest
+            pre-cluster among this many nearest coarse groups (repairs speakers cut by a group border;
+            0 disables).
         similarity_threshold: agglomerative clustering stops merging when the average cosine similarity
             between two clusters is at or below this (distance_threshold = 1 - similarity_threshold).
         n_clusters: target number of agglomerative clusters instead of the threshold (None = threshold).
@@ -127,7 +143,8 @@ class ClusteringConfig:
             quantile of all candidate members (0 disables).
         min_confidence: drop members whose cosine similarity to their cluster centroid is below this
             absolute value (None disables).
-        backend: "faiss" or "sklearn" for k-means and nearest neighbours; "auto" = faiss when importable.
+        backend: library for k-means and nearest neighbours: "faiss", "sklearn", or "auto" = sklearn
+            k-means and faiss neighbours when faiss is importable (the fastest measured pairing; module doc).
         num_threads: cap on BLAS/OpenMP/faiss threads during the call (None = the libraries' default).
             On a machine shared with other jobs, 1 is often several times faster than oversubscribing.
         seed: seed of every random choice (k-means init, subsampling).
@@ -138,6 +155,7 @@ class ClusteringConfig:
     kmeans_samples_per_cluster: float = 4.0
     kmeans_iters: int = 20
     kmeans_flat_max_clusters: int = 256
+    kmeans_border_probes: int = 5
     similarity_threshold: float = 0.80
     n_clusters: int | None = None
     agglomerative_dense_max: int = 10_000
@@ -167,6 +185,8 @@ class ClusteringConfig:
         ):
             if int(getattr(self, name)) < 1:
                 raise bad(name, "must be >= 1")
+        if self.kmeans_border_probes < 0:
+            raise bad("kmeans_border_probes", "must be >= 0")
         if self.agglomerative_dense_max < 2:
             raise bad("agglomerative_dense_max", "must be >= 2")
         if not -1.0 < self.similarity_threshold < 1.0:
@@ -199,9 +219,11 @@ class ClusteringResult:
         kept_fraction: fraction of points with a label.
         stages: counts per stage (pca_dim, n_preclusters, n_clusters_agglomerative, dropped counts, ...).
         timings: wall-clock seconds per stage.
-        peak_memory: per stage, "maxrss_mb" (process high-water mark after the stage) and, when
-            ``tracemalloc`` is tracing, "traced_peak_mb" (Python/numpy allocations during the stage).
-        backend: the k-means / neighbour backend that ran ("faiss" or "sklearn").
+        peak_memory: per stage, "maxrss_mb" (process high-water mark since it started); with
+            ``profile_memory``, "rss_start_mb" and "peak_rss_mb" (the stage's own peak RSS, all
+            allocations, faiss's included); when ``tracemalloc`` is tracing, "traced_peak_mb"
+            (Python/numpy allocations during the stage).
+        backend: the libraries that ran, "<k-means>+<neighbours>" (e.g. "sklearn+faiss").
         config: the configuration, as a dict.
     """
 
@@ -227,14 +249,18 @@ def _faiss_or_none() -> Any:
     return faiss
 
 
-def resolve_backend(backend: Backend) -> str:
-    """Return "faiss" or "sklearn" for ``backend``; "faiss" when it is not importable is an error."""
+def resolve_backend(backend: Backend) -> tuple[str, str]:
+    """(k-means library, neighbour-search library) for ``backend``; "faiss" without faiss is an error."""
     if backend == "sklearn":
-        return "sklearn"
+        return "sklearn", "sklearn"
     has_faiss = _faiss_or_none() is not None
-    if backend == "faiss" and not has_faiss:
-        raise ValueError('ClusteringConfig.backend="faiss" but faiss is not importable (pip install faiss-cpu)')
-    return "faiss" if has_faiss else "sklearn"
+    if backend == "faiss":
+        if not has_faiss:
+            raise ValueError(
+                'ClusteringConfig.backend="faiss" but faiss is not importable (pip install faiss-cpu)'
+            )
+        return "faiss", "faiss"
+    return "sklearn", "faiss" if has_faiss else "sklearn"
 
 
 # ---------------------------------------------------------------------------------------------- stages
@@ -346,6 +372,62 @@ def _kmeans_assign(
     return km.predict(x).astype(np.int64) if fit_x is not x else km.labels_.astype(np.int64)
 
 
+def _reassign_across_borders(
+    x: np.ndarray, coarse: np.ndarray, assign: np.ndarray, probes: int
+) -> tuple[np.ndarray, int]:
+    """Move each point to its nearest fine centroid among its ``probes`` nearest coarse groups.
+
+    The fine k-means of the two-level scheme never looks across a coarse boundary, so a few utterances of a
+    speaker cut by one end up in a neighbouring speaker's pre-cluster (measured: pre-cluster purity 0.96
+    vs 1.00 for flat k-means on 25k synthetic points). One nearest-centroid pass over the fine centroids
+    of the nearest coarse groups (multi-probe, as an inverted-file index searches) repairs that at a cost
+    of N x probes x (P / G) x d multiply-adds.
+
+    Args:
+        x: (N, d) points; coarse: (N,) coarse group ids; assign: (N,) fine pre-cluster ids (each fine
+            cluster inside one coarse group).
+    Returns:
+        (N,) int64 new fine ids and the number of points that moved.
+    """
+    n = x.shape[0]
+    n_groups = int(coarse.max()) + 1
+    n_fine = int(assign.max()) + 1
+    fine = _group_means(x, assign, n_fine, normalise=False)
+    coarse_c = _group_means(x, coarse, n_groups, normalise=False)
+    fine_group = np.zeros(n_fine, dtype=np.int64)
+    fine_group[assign] = coarse  # every member of a fine cluster shares its coarse group
+    probes = min(probes, n_groups)
+    # Nearest coarse groups of every point by squared Euclidean distance (k-means' own metric), chunked.
+    near = np.empty((n, probes + 1), dtype=np.int64)
+    c_sq = np.einsum("ij,ij->i", coarse_c, coarse_c)
+    for lo in range(0, n, 65536):
+        score = 2.0 * (x[lo : lo + 65536] @ coarse_c.T) - c_sq
+        near[lo : lo + 65536, :probes] = np.argpartition(-score, probes - 1, axis=1)[:, :probes]
+    near[:, probes] = coarse  # the own group is always a candidate
+    # Inverted lists: the points that probe each group.
+    probed = near.ravel()
+    owner = np.repeat(np.arange(n), probes + 1)
+    order = np.argsort(probed, kind="stable")
+    bounds = np.searchsorted(probed[order], np.arange(n_groups + 1))
+    f_order = np.argsort(fine_group, kind="stable")
+    f_bounds = np.searchsorted(fine_group[f_order], np.arange(n_groups + 1))
+    f_sq = np.einsum("ij,ij->i", fine, fine)
+    best = assign.copy()
+    best_score = np.full(n, -np.inf)
+    for g in range(n_groups):
+        pts = np.unique(owner[order[bounds[g] : bounds[g + 1]]])
+        cand = f_order[f_bounds[g] : f_bounds[g + 1]]
+        if pts.size == 0 or cand.size == 0:
+            continue
+        score = 2.0 * (x[pts] @ fine[cand].T) - f_sq[cand]
+        j = score.argmax(axis=1)
+        top = score[np.arange(pts.size), j]
+        better = top > best_score[pts]
+        best[pts[better]] = cand[j[better]]
+        best_score[pts[better]] = top[better]
+    return best, int((best != assign).sum())
+
+
 def precluster_kmeans(
     x: np.ndarray,
     n_preclusters: int,
@@ -353,51 +435,61 @@ def precluster_kmeans(
     iters: int = 20,
     flat_max_clusters: int = 256,
     seed: int = 0,
+    border_probes: int = 5,
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """k-means pre-clustering into about ``n_preclusters`` clusters (two-level above ``flat_max_clusters``).
 
     Args:
         x: (N, d) float32 points.
+        border_probes: in the two-level scheme, coarse groups searched when points are reassigned across
+            group borders (0: no reassignment).
     Returns:
         (N,) int64 pre-cluster ids 0..P-1 (every id non-empty), and {"n_preclusters", "kmeans_levels",
-        "n_coarse_groups"}.
+        "n_coarse_groups", "n_reassigned"}.
     """
     n = x.shape[0]
     n_preclusters = max(1, min(int(n_preclusters), n))
+    moved = 0
     if n_preclusters <= flat_max_clusters:
         assign = _kmeans_assign(x, n_preclusters, backend, iters, seed)
         levels, n_groups = 1, 1
     else:
         n_groups = math.ceil(math.sqrt(n_preclusters))
         coarse = _kmeans_assign(x, n_groups, backend, iters, seed, plusplus=False)
+        _, coarse = np.unique(coarse, return_inverse=True)
         points_per_cluster = n / n_preclusters
         assign = np.empty(n, dtype=np.int64)
         order = np.argsort(coarse, kind="stable")
-        bounds = np.searchsorted(coarse[order], np.arange(n_groups + 1))
+        bounds = np.searchsorted(coarse[order], np.arange(int(coarse.max()) + 2))
         offset = 0
-        for g in range(n_groups):
+        for g in range(bounds.size - 1):
             members = order[bounds[g] : bounds[g + 1]]
-            if members.size == 0:
-                continue
             k_g = max(1, round(members.size / points_per_cluster))
             local = _kmeans_assign(x[members], k_g, backend, iters, seed + 1 + g)
             assign[members] = local + offset
             offset += int(local.max()) + 1
         levels = 2
-    # k-means may leave a centroid without points; renumber so every id is used.
+        if border_probes > 0:
+            _, assign = np.unique(assign, return_inverse=True)
+            assign, moved = _reassign_across_borders(x, coarse, assign, border_probes)
+    # k-means (and the reassignment) may leave a centroid without points; renumber so every id is used.
     _, assign = np.unique(assign, return_inverse=True)
     return assign.astype(np.int64), {
         "n_preclusters": int(assign.max()) + 1,
         "kmeans_levels": levels,
         "n_coarse_groups": n_groups,
+        "n_reassigned": moved,
     }
 
 
-def _group_means(x: np.ndarray, labels: np.ndarray, n_groups: int) -> np.ndarray:
-    """(n_groups, d) float32 unit-norm mean direction of each label (sparse indicator product, O(N d))."""
+def _group_means(x: np.ndarray, labels: np.ndarray, n_groups: int, normalise: bool = True) -> np.ndarray:
+    """(n_groups, d) float32 mean of each label (sparse indicator product, O(N d)); unit-norm by default."""
     n = x.shape[0]
     indicator = sp.csr_matrix((np.ones(n, dtype=np.float32), (labels, np.arange(n))), shape=(n_groups, n))
     means = np.asarray(indicator @ x, dtype=np.float32)
+    if not normalise:
+        counts = np.bincount(labels, minlength=n_groups).astype(np.float32)
+        return means / np.maximum(counts, 1.0)[:, None]
     norms = np.linalg.norm(means, axis=1, keepdims=True)
     # A zero mean (perfectly opposed members) has no direction: its members get confidence 0.
     return means / np.where(norms > 0, norms, 1.0)
@@ -652,12 +744,12 @@ def filter_clusters(
 
 
 @contextmanager
-def _thread_limit(num_threads: int | None, backend: str) -> Iterator[None]:
+def _thread_limit(num_threads: int | None, uses_faiss: bool) -> Iterator[None]:
     """Cap sklearn/scipy/numpy (threadpoolctl) and faiss OpenMP threads for the duration of a call."""
     if num_threads is None:
         yield
         return
-    faiss = _faiss_or_none() if backend == "faiss" else None
+    faiss = _faiss_or_none() if uses_faiss else None
     old = faiss.omp_get_max_threads() if faiss is not None else None
     with threadpool_limits(limits=num_threads):
         if faiss is not None:
@@ -669,70 +761,111 @@ def _thread_limit(num_threads: int | None, backend: str) -> Iterator[None]:
                 faiss.omp_set_num_threads(old)
 
 
+def _proc_status_mb(field_name: str) -> float | None:
+    """A memory field of /proc/self/status in MB (Linux), or None where it does not exist."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak-RSS mark (Linux ``clear_refs`` 5), so a stage's own peak can be read."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
 @contextmanager
-def _stage(name: str, timings: dict[str, float], memory: dict[str, dict[str, float]]) -> Iterator[None]:
+def _stage(
+    name: str, timings: dict[str, float], memory: dict[str, dict[str, float]], profile_memory: bool
+) -> Iterator[None]:
     tracing = tracemalloc.is_tracing()
     if tracing:
         tracemalloc.reset_peak()
+    mem: dict[str, float] = {}
+    own_peak = False
+    if profile_memory:
+        rss = _proc_status_mb("VmRSS")
+        own_peak = rss is not None and _reset_peak_rss()
+        if own_peak:
+            mem["rss_start_mb"] = rss
     start = time.perf_counter()
     yield
     timings[name] = time.perf_counter() - start
-    mem = {"maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0}  # Linux: KiB
+    peak = _proc_status_mb("VmHWM") if own_peak else None
+    if peak is not None:
+        mem["peak_rss_mb"] = peak  # this stage's own high-water mark
+    mem["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # since process start
     if tracing:
         mem["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
     memory[name] = mem
 
 
-def cluster_embeddings(embeddings: np.ndarray, cfg: ClusteringConfig | None = None) -> ClusteringResult:
+def cluster_embeddings(
+    embeddings: np.ndarray, cfg: ClusteringConfig | None = None, profile_memory: bool = False
+) -> ClusteringResult:
     """Pseudo-labels for (N, D) utterance embeddings without any speaker labels.
 
     Args:
         embeddings: (N, D) float array, one embedding per utterance (any scale: rows are L2-normalised).
         cfg: the clustering settings (defaults: the authors' recipe).
+        profile_memory: record each stage's own peak RSS (Linux: resets the process's VmHWM mark at each
+            stage start, a side effect on the process, hence opt-in; ``ru_maxrss`` is untouched).
     Returns:
         :class:`ClusteringResult` with labels (N,) int64 (-1 = dropped).
     Raises:
         ValueError: wrong ndim, non-numeric, NaN/Inf, zero rows, or fewer points than min_cluster_size.
     """
     cfg = cfg or ClusteringConfig()
-    backend = resolve_backend(cfg.backend)
-    with _thread_limit(cfg.num_threads, backend):
-        return _cluster(embeddings, cfg, backend)
+    backends = resolve_backend(cfg.backend)
+    with _thread_limit(cfg.num_threads, "faiss" in backends):
+        return _cluster(embeddings, cfg, backends, profile_memory)
 
 
-def _cluster(embeddings: np.ndarray, cfg: ClusteringConfig, backend: str) -> ClusteringResult:
+def _cluster(
+    embeddings: np.ndarray, cfg: ClusteringConfig, backends: tuple[str, str], profile_memory: bool
+) -> ClusteringResult:
     timings: dict[str, float] = {}
     memory: dict[str, dict[str, float]] = {}
     stages: dict[str, Any] = {}
     total_start = time.perf_counter()
 
-    with _stage("normalise", timings, memory):
+    with _stage("normalise", timings, memory, profile_memory):
         x = _validated_copy(embeddings, max(2, cfg.min_cluster_size))
         n = x.shape[0]
         stages["n_points"], stages["input_dim"] = n, x.shape[1]
 
-    with _stage("pca", timings, memory):
+    with _stage("pca", timings, memory, profile_memory):
         y, info = reduce_dimension(x, cfg.pca_variance, cfg.pca_whiten, cfg.seed)
         del x
         stages.update(info)
 
-    with _stage("kmeans", timings, memory):
+    with _stage("kmeans", timings, memory, profile_memory):
         target_p = max(1, round(n / cfg.kmeans_samples_per_cluster))
         pre, info = precluster_kmeans(
-            y, target_p, backend, cfg.kmeans_iters, cfg.kmeans_flat_max_clusters, cfg.seed
+            y, target_p, backends[0], cfg.kmeans_iters, cfg.kmeans_flat_max_clusters, cfg.seed,
+            cfg.kmeans_border_probes,
         )
         stages.update(info)
         centroids = _group_means(y, pre, info["n_preclusters"])
 
-    with _stage("agglomerative", timings, memory):
+    with _stage("agglomerative", timings, memory, profile_memory):
         cluster_of_pre, info = agglomerate(
             centroids, cfg.similarity_threshold, cfg.n_clusters, cfg.agglomerative_dense_max,
-            cfg.knn_neighbors, backend, cfg.knn_exact_max, cfg.knn_nprobe, cfg.seed,
+            cfg.knn_neighbors, backends[1], cfg.knn_exact_max, cfg.knn_nprobe, cfg.seed,
         )
         stages.update(info)
         point_labels = cluster_of_pre[pre]
 
-    with _stage("filter", timings, memory):
+    with _stage("filter", timings, memory, profile_memory):
         labels, confidence, info = filter_clusters(
             y, point_labels, cfg.min_cluster_size, cfg.max_cluster_size, cfg.large_cluster_policy,
             cfg.confidence_quantile, cfg.min_confidence,
@@ -749,7 +882,7 @@ def _cluster(embeddings: np.ndarray, cfg: ClusteringConfig, backend: str) -> Clu
         stages=stages,
         timings=timings,
         peak_memory=memory,
-        backend=backend,
+        backend="+".join(backends) if backends[0] != backends[1] else backends[0],
         config=asdict(cfg),
     )
 
