@@ -203,3 +203,15 @@ def test_missing_roots_are_errors(tmp_path):
         Augmenter(AugmentConfig(musan_root=str(tmp_path / "nope")))
     with pytest.raises(FileNotFoundError, match="rir_root"):
         Augmenter(AugmentConfig(rir_root=str(tmp_path / "nope")))
+
+
+def test_random_gain_per_crop_changes_only_the_level():
+    from modeling_dino_speech.data.augment import AugmentConfig, Augmenter
+
+    crops = np.random.default_rng(0).standard_normal((6, 8000)).astype(np.float32) * 0.1
+    clean = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0))(crops, np.random.default_rng(1))
+    np.testing.assert_array_equal(clean, crops)
+    gained = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0, gain_db=(-6.0, 6.0)))(crops, np.random.default_rng(1))
+    ratios_db = 20 * np.log10(np.abs(gained).max(axis=1) / np.abs(crops).max(axis=1))
+    assert np.all(np.abs(ratios_db) <= 6.0 + 1e-4) and np.ptp(ratios_db) > 1.0
+    np.testing.assert_allclose(gained / gained[:, :1], crops / crops[:, :1], rtol=1e-4)

@@ -74,6 +74,9 @@ class AugmentConfig:
     drr_db: tuple[float, float] = (0.0, 15.0)
     """Direct-to-reverberant energy ratio (dB) of synthetic impulse responses."""
     max_rir_seconds: float = 1.5
+    gain_db: tuple[float, float] = (0.0, 0.0)
+    """Random gain per crop (dB), applied last. Without mean normalisation in the features, crops of one
+    utterance otherwise share their level and the model may learn the level instead of the voice."""
     sampling_rate: int = SAMPLING_RATE
 
     def __post_init__(self) -> None:
@@ -81,7 +84,8 @@ class AugmentConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {value}")
-        for name in ("noise_snr", "music_snr", "babble_snr", "babble_speakers", "noise_slope", "rt60", "drr_db"):
+        for name in ("noise_snr", "music_snr", "babble_snr", "babble_speakers", "noise_slope", "rt60", "drr_db",
+                     "gain_db"):
             value = tuple(getattr(self, name))
             if len(value) != 2 or value[0] > value[1]:
                 raise ValueError(f"AugmentConfig.{name} must be a (low, high) pair with low <= high, got {value}")
@@ -413,6 +417,8 @@ class Augmenter:
             rows = np.flatnonzero(noisy)
             noises = np.stack([self._noise(CATEGORIES[categories[r]], length, rng) for r in rows])
             out[rows] = mix_at_snr(out[rows], noises, snrs[rows])
+        if cfg.gain_db != (0.0, 0.0):  # drawn last, so the other draws do not depend on this setting
+            out *= (10.0 ** (rng.uniform(*cfg.gain_db, size=num) / 20.0)).astype(np.float32)[:, None]
         return out[0] if single else out
 
     __call__ = augment
