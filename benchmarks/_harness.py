@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Dict, List, Sequence
+from typing import Callable, Dict, List, Sequence, Union
 
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
@@ -33,7 +33,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def machine_line(threads: int) -> str:
+def machine_line(threads: Union[int, str]) -> str:
     """One line naming the machine, the software and the moment, printed above every table."""
     import torch
 

@@ -66,7 +66,8 @@ def save_checkpoint(accelerator, output_dir: os.PathLike, step: int, tensors: Di
     tmp = root / f".tmp-checkpoint_{step:08d}"
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
-        shutil.rmtree(tmp, ignore_errors=True)
+        for stale in root.glob(".tmp-checkpoint_*"):  # left by a save that crashed, at any step
+            shutil.rmtree(stale, ignore_errors=True)
         tmp.mkdir()
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
