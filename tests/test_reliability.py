@@ -375,3 +375,18 @@ def test_fast_inference_paths_match_the_plain_computation(kind):
             a = model(x).embeddings
             model.backbone.channels_last = True
             torch.testing.assert_close(model(x).embeddings, a, atol=1e-4, rtol=1e-4)
+
+
+def test_export_recovers_from_a_crash_between_its_two_renames(tmp_path):
+    from modeling_dino_speech.training.export import write_atomically
+
+    target = tmp_path / "final"
+    (tmp_path / ".old-final").mkdir()
+    (tmp_path / ".old-final" / "model.safetensors").write_bytes(b"previous")
+
+    def fail(folder):
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomically(target, fail)
+    assert (target / "model.safetensors").read_bytes() == b"previous"

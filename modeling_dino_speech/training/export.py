@@ -22,10 +22,12 @@ logger = logging.getLogger(__name__)
 def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
     """Create `target` (a folder) by filling a hidden sibling and renaming it over any previous version."""
     tmp = target.parent / f".tmp-{target.name}"
+    old = target.parent / f".old-{target.name}"
+    if old.exists() and not target.exists():  # a crash between the two renames of an earlier call
+        os.replace(old, target)
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
     fill(tmp)
-    old = target.parent / f".old-{target.name}"
     shutil.rmtree(old, ignore_errors=True)
     if target.exists():
         os.replace(target, old)
