@@ -6,3 +6,14 @@ Each ``eval/metrics/<name>/<name>.py`` is an `evaluate.Metric` loadable offline 
 package by absolute import (``eval.metrics.detection_error_tradeoff``, ``eval.metrics.classification``):
 one implementation, used by the scripts, by ``eval.verify``/``eval.emotion`` and by the tests.
 """
+
+# What the metric modules cite (minDCF cites the NIST evaluation plan instead).
+PAPER_CITATION = """
+@inproceedings{cho2022dino,
+  title={Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations},
+  author={Cho, Jaejin and Pappagari, Raghavendra and Zelasko, Piotr and Moro-Velazquez, Laureano and
+          Villalba, Jesus and Dehak, Najim},
+  booktitle={Interspeech},
+  year={2022}
+}
+"""

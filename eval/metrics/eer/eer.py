@@ -8,6 +8,7 @@ project): exact, sort-based, thresholds over the distinct score values, so tied 
 import datasets
 import evaluate
 
+from eval.metrics import PAPER_CITATION as _CITATION  # From: -e <the dino-speech repository root>
 from eval.metrics.detection_error_tradeoff import detection_curve  # From: -e <the dino-speech repository root>
 
 _DESCRIPTION = """
@@ -30,15 +31,6 @@ Examples:
     {'eer': 0.5, 'threshold': 0.8}
 """
 
-_CITATION = """
-@inproceedings{cho2022dino,
-  title={Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations},
-  author={Cho, Jaejin and Pappagari, Raghavendra and Zelasko, Piotr and Moro-Velazquez, Laureano and
-          Villalba, Jesus and Dehak, Najim},
-  booktitle={Interspeech},
-  year={2022}
-}
-"""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)

@@ -8,6 +8,7 @@ The computation lives in ``eval.metrics.classification``.
 import datasets
 import evaluate
 
+from eval.metrics import PAPER_CITATION as _CITATION  # From: -e <the dino-speech repository root>
 from eval.metrics.classification import macro_f1  # From: -e <the dino-speech repository root>
 
 _DESCRIPTION = """
@@ -28,15 +29,6 @@ Examples:
     {'macro_f1': 0.7777777777777777}
 """
 
-_CITATION = """
-@inproceedings{cho2022dino,
-  title={Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations},
-  author={Cho, Jaejin and Pappagari, Raghavendra and Zelasko, Piotr and Moro-Velazquez, Laureano and
-          Villalba, Jesus and Dehak, Najim},
-  booktitle={Interspeech},
-  year={2022}
-}
-"""
 
 
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
