@@ -2,6 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
+from modeling_dino_speech.training.config import from_dict
+
 from modeling_dino_speech.data.augment import (
     AugmentConfig,
     Augmenter,
@@ -41,8 +43,8 @@ def test_config_validation_names_field():
     with pytest.raises(ValueError, match="category_weights"):
         AugmentConfig(category_weights=(0, 0, 0))
     with pytest.raises(ValueError, match="unknown key.*'snr'"):
-        AugmentConfig.from_dict({"snr": 3})
-    assert AugmentConfig.from_dict({"noise_prob": 0.5}).noise_prob == 0.5
+        from_dict(AugmentConfig, {"snr": 3})
+    assert from_dict(AugmentConfig, {"noise_prob": 0.5}).noise_prob == 0.5
 
 
 def test_mix_at_snr_is_exact():

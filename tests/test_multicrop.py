@@ -21,6 +21,7 @@ from modeling_dino_speech.data.multicrop import (
     streaming_source,
 )
 from modeling_dino_speech.data.vad import EnergyVADConfig, apply_energy_vad, energy_vad_mask
+from modeling_dino_speech.training.config import from_dict
 
 SR = 16000
 # Small views keep the tests fast; the logic does not depend on the lengths.
@@ -55,7 +56,7 @@ def test_config_validation():
     with pytest.raises(ValueError, match="on_error"):
         MultiCropConfig(on_error="ignore")
     with pytest.raises(ValueError, match="unknown key.*'n_crops'"):
-        MultiCropConfig.from_dict({"n_crops": 3})
+        from_dict(MultiCropConfig, {"n_crops": 3})
     assert MultiCropConfig(global_seconds=4.0).global_samples == 64000
 
 

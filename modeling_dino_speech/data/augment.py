@@ -24,7 +24,7 @@ from __future__ import annotations
 import glob
 import logging
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -102,14 +102,6 @@ class AugmentConfig:
             )
         self.category_weights = weights
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "AugmentConfig":
-        """Build from a (YAML) mapping; an unknown key is an error that names it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"AugmentConfig: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
 
 # ----------------------------------------------------------------------------------------------- signals

@@ -25,7 +25,7 @@ the problem are logged once, and the batch reports how many were dropped (``num_
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -86,14 +86,6 @@ class MultiCropConfig:
         if self.on_error not in ("skip", "fail"):
             raise ValueError(f"MultiCropConfig.on_error must be 'skip' or 'fail', got {self.on_error!r}")
 
-    @classmethod
-    def from_dict(cls, values: dict) -> "MultiCropConfig":
-        """Build from a (YAML) mapping; an unknown key is an error that names it."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"MultiCropConfig: unknown key(s) {unknown}; known: {sorted(known)}")
-        return cls(**values)
 
     @property
     def global_samples(self) -> int:

@@ -162,7 +162,8 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (allowed: {', '.join(sorted(names))})")
+        raise ValueError(f"unknown key(s) in {where}: {', '.join(map(repr, unknown))} "
+                         f"(allowed: {', '.join(sorted(names))})")
     return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 

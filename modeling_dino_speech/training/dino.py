@@ -134,19 +134,24 @@ def _flat(prefix: str, value, out: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
-def build_training_dataset(cfg: DinoTrainConfig):
-    """The unlabeled training pool as a `datasets.Dataset` with a `path` column."""
+def build_training_dataset(corpus: str, train: str, on_error: str = "skip"):
+    """The unlabeled training pool as a `datasets.Dataset` with a `path` column.
+
+    Args:
+        corpus: `manifest`, `folder` or `voxceleb`.
+        train: the manifest CSV or the corpus root.
+        on_error: the crops' policy for missing or unreadable files: `skip` (with a warning naming them) or
+            `fail`.
+    """
     from ..data import corpora
 
-    if not cfg.data.train:
-        raise ValueError("data.train is empty: point it at a manifest CSV or a corpus folder")
+    if not train:
+        raise ValueError("the training pool is empty: point data.train at a manifest CSV or a corpus folder")
     loaders = {"manifest": corpora.load_manifest, "folder": corpora.load_audio_folder,
                "voxceleb": corpora.load_voxceleb}
-    if cfg.data.corpus not in loaders:
-        raise ValueError(f"data.corpus must be one of {sorted(loaders)}, got {cfg.data.corpus!r}")
-    # Missing or unreadable files follow the crops' policy: skipped with a warning that names them, or fatal.
-    on_error = "skip" if cfg.data.crops.on_error == "skip" else "raise"
-    return loaders[cfg.data.corpus](cfg.data.train, on_error=on_error)
+    if corpus not in loaders:
+        raise ValueError(f"data.corpus must be one of {sorted(loaders)}, got {corpus!r}")
+    return loaders[corpus](train, on_error="skip" if on_error == "skip" else "raise")
 
 
 def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) -> None:
@@ -199,7 +204,7 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
     teacher.to(accelerator.device).train()
     dino_loss.to(accelerator.device)
 
-    dataset = build_training_dataset(cfg)
+    dataset = build_training_dataset(cfg.data.corpus, cfg.data.train, cfg.data.crops.on_error)
     augment = cfg.data.augment if cfg.data.augmentation else None
 
     def loader_for(epoch: int, start_batch: int):

@@ -75,13 +75,6 @@ class PseudoLabelConfig:
     log_every: int = 20
 
 
-def _load_pool(cfg: PseudoLabelConfig):
-    from .dino import build_training_dataset
-    from .config import DataConfig, DinoTrainConfig
-
-    return build_training_dataset(DinoTrainConfig(data=DataConfig(corpus=cfg.corpus, train=cfg.train)))
-
-
 def extract_embeddings(accelerator, model, feature_extractor, paths: List[str], batch_size: int) -> np.ndarray:
     """Embeddings `(len(paths), D)` of whole utterances, each process embedding its share."""
     from accelerate.utils import gather_object
@@ -170,7 +163,7 @@ def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False) -> List[d
     from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
     from ..modeling_dino_speech import DinoSpeechForXVector, DinoSpeechModel
     from .clustering import cluster_embeddings, clustering_report
-    from .dino import resolve_mixed_precision
+    from .dino import build_training_dataset, resolve_mixed_precision
     from .export import write_atomically, write_model_card
 
     if not cfg.init:
@@ -186,7 +179,7 @@ def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False) -> List[d
         output_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, output_dir / "recipe.yaml")
     accelerator.init_trackers("pseudo_label")
-    pool = _load_pool(cfg)
+    pool = build_training_dataset(cfg.corpus, cfg.train)
     paths = list(pool["path"])
     true_speakers = list(pool["speaker"]) if "speaker" in pool.column_names else None
     feature_extractor = DinoSpeechFeatureExtractor.from_pretrained(cfg.init)
