@@ -25,6 +25,35 @@ def test_fbank_matches_torchaudio_kaldi(num_samples):
     assert (ours - ref).abs().max().item() < 1e-3
 
 
+@pytest.mark.parametrize("rate, bins, frame_ms, dc", [(16000, 80, 25, 0.2), (8000, 40, 25, 0.0), (22050, 64, 20, -0.1)])
+def test_fbank_matches_kaldi_with_offsets_other_rates_and_windows(rate, bins, frame_ms, dc):
+    # The frame mean is removed after the FFT and pre-emphasis runs on the whole waveform: a DC offset, other
+    # window sizes and a hop that does not divide the window check that this rearrangement is exact.
+    rng = np.random.default_rng(rate)
+    num_samples = int(1.3 * rate)
+    t = np.arange(num_samples) / rate
+    wave = (dc + 0.2 * np.sin(2 * np.pi * 300 * t) + 0.02 * rng.standard_normal(num_samples)).astype(np.float32)
+    wave[: rate // 4] = dc  # a stretch of pure offset: the log floor decides those frames
+    fe = DinoSpeechFeatureExtractor(feature_size=bins, sampling_rate=rate, frame_length_ms=frame_ms,
+                                    high_freq=0.45 * rate, mean_normalization=None)
+    ours = fe(wave, sampling_rate=rate, return_tensors="pt")["input_features"][0]
+    def kaldi(samples: torch.Tensor) -> torch.Tensor:
+        return torchaudio.compliance.kaldi.fbank(
+            samples[None] * 32768, num_mel_bins=bins, frame_length=frame_ms, frame_shift=10, low_freq=20,
+            high_freq=0.45 * rate, dither=0.0, sample_frequency=rate, window_type="povey",
+        )
+
+    # Near-empty bins are float32 rounding noise in any implementation: measure against Kaldi in float64 (with
+    # the float32 log floor) and ask to be no further from it than torchaudio's own float32 computation.
+    exact = kaldi(torch.from_numpy(wave).double()).clamp_min(float(np.log(np.finfo(np.float32).eps))).float()
+    single = kaldi(torch.from_numpy(wave))
+    assert ours.shape == exact.shape
+    assert (ours - exact).abs().max().item() <= (single - exact).abs().max().item() + 1e-3
+    # On frames holding only the offset, the energy is zero: the log floor, where float32 Kaldi reads noise.
+    silent = fe.num_frames(rate // 4)
+    assert torch.allclose(ours[:silent], torch.full_like(ours[:silent], float(np.log(np.finfo(np.float32).eps))))
+
+
 def test_batch_equals_one_by_one_and_mask():
     rng = np.random.default_rng(0)
     waves = [rng.standard_normal(n).astype(np.float32) * 0.1 for n in (16000, 5000, 32000)]
