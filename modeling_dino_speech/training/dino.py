@@ -263,6 +263,7 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
     progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
                     desc="dino", dynamic_ncols=True)
     collapsed = None
+    evaluated_step = None  # the step of the last in-loop evaluation, so the final one is not run twice
     step_time = time.perf_counter()
     try:
         while state.global_step < total_steps and collapsed is None:
@@ -357,6 +358,7 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
                         break
                 if cfg.eval.trials and cfg.eval.every_steps and state.global_step % cfg.eval.every_steps == 0:
                     evaluate_teacher(accelerator, teacher, feature_extractor, cfg, state.global_step, metrics_file)
+                    evaluated_step = state.global_step
                 if cfg.save_every and state.global_step % cfg.save_every == 0:
                     checkpoint()
             else:
@@ -381,7 +383,7 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
         export_dino(accelerator.unwrap_model(student).model, teacher.model, dino_loss, feature_extractor, cfg,
                     output_dir, summary={"steps": state.global_step, "epochs": state.epoch,
                                          "skipped_files": state.num_skipped, "collapse": collapsed})
-    if cfg.eval.trials and accelerator.is_main_process:
+    if cfg.eval.trials and evaluated_step != state.global_step:  # every rank: evaluate_teacher holds a barrier
         evaluate_teacher(accelerator, teacher, feature_extractor, cfg, state.global_step, metrics_file)
     accelerator.wait_for_everyone()
     accelerator.end_training()
