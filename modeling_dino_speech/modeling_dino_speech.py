@@ -104,6 +104,10 @@ class DinoSpeechPreTrainedModel(PreTrainedModel):
 class DinoSpeechModel(DinoSpeechPreTrainedModel):
     """fbank features -> backbone (ResNet or ECAPA-TDNN) -> mask-aware pooling -> utterance embedding."""
 
+    # Loading the embedding network out of a pseudo-label (AAM-softmax) or pre-training checkpoint leaves
+    # their heads behind by design: not worth a load report.
+    _keys_to_ignore_on_load_unexpected = [r"^classifier\.", r"^dino_head\."]
+
     def __init__(self, config: DinoSpeechConfig):
         super().__init__(config)
         if config.backbone == "resnet":
