@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -205,14 +205,20 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
                 f"({self.win_length} samples)"
             )
         span = (max_frames - 1) * self.hop_length + self.win_length
-        features = self._log_mel(waveforms[:, :span].float(), max_frames)
         mask = torch.arange(max_frames, device=device)[None, :] < frame_counts[:, None]
         padded = bool((frame_counts < max_frames).any())
-        features = self._normalize_mean(features, mask if padded else None, frame_counts)
-        return (features * mask[..., None] if padded else features), mask.long()
+        features = waveforms.new_empty(batch, max_frames, self.feature_size, dtype=torch.float32)
+        # Normalised chunk by chunk, while each chunk's log-mel energies are still in cache.
+        for rows in self._log_mel(waveforms[:, :span].float(), features):
+            chunk_mask = mask[rows] if padded else None
+            self._normalize_mean(features[rows], chunk_mask, frame_counts[rows])
+            if padded:
+                features[rows] *= chunk_mask[..., None]
+        return features, mask.long()
 
-    def _log_mel(self, waveforms: torch.Tensor, num_frames: int) -> torch.Tensor:
-        """`(B, samples)` -> `(B, num_frames, feature_size)` log-mel energies of the first `num_frames` windows.
+    def _log_mel(self, waveforms: torch.Tensor, out: torch.Tensor) -> Iterator[slice]:
+        """Log-mel energies of `(B, samples)` waveforms into `out`, `(B, frames, feature_size)`, a chunk of rows at
+        a time; yields each chunk's row slice once it is written.
 
         Kaldi's per-frame chain (remove the frame mean, pre-emphasise inside the frame, povey window, zero-pad to
         `n_fft`, |FFT|^2, mel, log) rearranged so that every step is one pass over a contiguous tensor:
@@ -227,45 +233,55 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
         """
         window, dc_window, bins, mel_groups = self._constants(waveforms.device)
         batch, samples = waveforms.shape
-        # Any constant cancels in the frame-mean removal; taking out the row mean first keeps a DC offset from
-        # costing float32 precision in the subtraction below (an offset frame must come out as silence).
-        waveforms = waveforms - waveforms.mean(dim=1, keepdim=True)
-        emphasised = waveforms.new_empty(batch, samples + self.n_fft - self.win_length)
-        torch.add(waveforms[:, 1:], waveforms[:, :-1], alpha=-_PREEMPHASIS, out=emphasised[:, 1:samples])
-        emphasised[:, :1] = 0.0
-        emphasised[:, samples:] = 0.0
-        # Frame means from sums over blocks of gcd(hop, window) samples: one pass over the waveform.
+        num_frames = out.shape[1]
         block = math.gcd(self.hop_length, self.win_length)
         usable = samples - samples % block
-        block_sums = waveforms[:, :usable].reshape(batch, -1, block).sum(dim=-1)
-        frame_means = block_sums.unfold(1, self.win_length // block, self.hop_length // block)[:, :num_frames].sum(-1)
-        frame_means = frame_means / self.win_length
-        # On CPU, a few utterances at a time keep the frame tensors in cache (2.6x faster at batch 128).
-        chunk = batch if waveforms.is_cuda else _CPU_CHUNK
-        log_mel = []
+        # On CPU, a few utterances at a time keep the working tensors in cache (2.6x faster at batch 128), and the
+        # chunks share their buffers: fresh multi-megabyte tensors per chunk cost as much in page faults as the FFT.
+        chunk = batch if waveforms.is_cuda else min(batch, _CPU_CHUNK)
+        centred = waveforms.new_empty(chunk, samples)
+        emphasised = waveforms.new_zeros(chunk, samples + self.n_fft - self.win_length)
+        frames = waveforms.new_empty(chunk, num_frames, self.n_fft)
+        spectrum = torch.empty(chunk, num_frames, self.n_fft // 2 + 1, dtype=torch.complex64, device=waveforms.device)
         for first in range(0, batch, chunk):
-            frames = emphasised[first : first + chunk].unfold(1, self.n_fft, self.hop_length)[:, :num_frames] * window
-            frames.addcmul_(frame_means[first : first + chunk, :, None], dc_window)
-            spectrum = torch.fft.rfft(frames)[..., bins]
-            interleaved = torch.view_as_real(spectrum).flatten(-2).square_()
-            mel = torch.cat([torch.matmul(interleaved[..., start:end], b) for start, end, b in mel_groups], dim=-1)
-            log_mel.append(mel.clamp_min_(_LOG_FLOOR).log_())
-        return torch.cat(log_mel)
+            rows = slice(first, min(first + chunk, batch))
+            size = rows.stop - rows.start
+            wave = waveforms[rows]
+            # Any constant cancels in the frame-mean removal; taking out the row mean first keeps a DC offset from
+            # costing float32 precision in the subtraction below (an offset frame must come out as silence).
+            torch.sub(wave, wave.mean(dim=1, keepdim=True), out=centred[:size])
+            torch.add(centred[:size, 1:], centred[:size, :-1], alpha=-_PREEMPHASIS, out=emphasised[:size, 1:samples])
+            # Frame means from sums over blocks of gcd(hop, window) samples: one pass over the waveform.
+            block_sums = centred[:size, :usable].reshape(size, -1, block).sum(dim=-1)
+            frame_sums = block_sums.unfold(1, self.win_length // block, self.hop_length // block)[:, :num_frames]
+            frame_means = frame_sums.sum(dim=-1, keepdim=True).div_(self.win_length)
+            framed = emphasised[:size].unfold(1, self.n_fft, self.hop_length)[:, :num_frames]
+            torch.mul(framed, window, out=frames[:size])
+            frames[:size].addcmul_(frame_means, dc_window)
+            torch.fft.rfft(frames[:size], out=spectrum[:size])
+            interleaved = torch.view_as_real(spectrum[:size, :, bins]).flatten(-2).square_()
+            torch.cat([torch.matmul(interleaved[..., start:end], b) for start, end, b in mel_groups], dim=-1,
+                      out=out[rows])
+            out[rows].clamp_min_(_LOG_FLOOR).log_()
+            yield rows
 
     def _normalize_mean(
         self, features: torch.Tensor, mask: Optional[torch.Tensor], frame_counts: torch.Tensor
     ) -> torch.Tensor:
-        """Subtract the utterance or sliding-window mean; `mask` is `None` when no row is padded."""
+        """Subtract the utterance or sliding-window mean from `features`, in place; `mask` is `None` when no row
+        is padded."""
         if self.mean_normalization is None:
             return features
         masked = features if mask is None else features * mask[..., None]
         counts = frame_counts.clamp_min(1)
+        # In place where the input is ours to change: every fresh (B, frames, bins) tensor costs page faults.
         if self.mean_normalization == "utterance":
-            return features - masked.sum(dim=1, keepdim=True) / counts[:, None, None]
+            return features.sub_(masked.sum(dim=1, keepdim=True).div_(counts[:, None, None]))
         # Kaldi's apply-cmvn-sliding --center=true: a window of W frames centred on t, shifted to stay inside
         # the utterance and shortened only when the utterance itself is shorter than W.
-        batch, num_frames, _ = features.shape
-        cumulative = F.pad(masked.cumsum(dim=1), (0, 0, 1, 0))
+        batch, num_frames, bins = features.shape
+        cumulative = features.new_zeros(batch, num_frames + 1, bins)
+        torch.cumsum(masked, dim=1, out=cumulative[:, 1:])
         t = torch.arange(num_frames, device=features.device)[None, :]
         start = t - self.mean_normalization_window // 2
         end = start + self.mean_normalization_window
@@ -275,8 +291,9 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
         start = (start - overshoot).clamp_min(0)
         end = end - overshoot
         rows = torch.arange(batch, device=features.device)[:, None]
-        window_sum = cumulative[rows, end] - cumulative[rows, start]  # whole rows of features at once
-        return features - window_sum / (end - start).clamp_min(1)[..., None].to(features.dtype)
+        window_mean = cumulative[rows, end].sub_(cumulative[rows, start])  # whole rows of features at once
+        window_mean.div_((end - start).clamp_min(1)[..., None].to(features.dtype))
+        return features.sub_(window_mean)
 
     def __call__(
         self,
