@@ -40,17 +40,22 @@ def main(argv: Optional[List[str]] = None) -> int:
     overrides = list(args.overrides)
     if args.output_dir:
         overrides.append(f"output_dir={args.output_dir}")
-    if args.command == "dino":
-        from modeling_dino_speech.training.config import DinoTrainConfig
-        from modeling_dino_speech.training.dino import train_dino
+    try:
+        if args.command == "dino":
+            from modeling_dino_speech.training.config import DinoTrainConfig
+            from modeling_dino_speech.training.dino import train_dino
 
-        train_dino(load_config(DinoTrainConfig, args.config, overrides), resume=args.resume)
-    else:
-        from modeling_dino_speech.training.pseudo_label import PseudoLabelConfig, run_pseudo_labelling
+            train_dino(load_config(DinoTrainConfig, args.config, overrides), resume=args.resume)
+        else:
+            from modeling_dino_speech.training.pseudo_label import PseudoLabelConfig, run_pseudo_labelling
 
-        if args.init:
-            overrides.append(f"init={args.init}")
-        run_pseudo_labelling(load_config(PseudoLabelConfig, args.config, overrides), resume=args.resume)
+            if args.init:
+                overrides.append(f"init={args.init}")
+            run_pseudo_labelling(load_config(PseudoLabelConfig, args.config, overrides), resume=args.resume)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: what was saved is what a traceback would not add to
+        what = "the last checkpoint" if args.command == "dino" else "the last finished round"
+        print(f"\ninterrupted: run the same command with --resume to continue from {what}", file=sys.stderr)
+        return 130
     return 0
 
 
