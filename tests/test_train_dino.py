@@ -116,6 +116,43 @@ def test_sigkill_and_resume_equals_uninterrupted(corpus, tmp_path):
 
 
 @pytest.mark.slow
+def test_ctrl_c_stops_after_a_whole_step_and_resumes_to_the_same_weights(corpus, tmp_path):
+    # A forward pass cut short has already moved the student's BatchNorm statistics: the first Ctrl-C must
+    # let the step finish, and the checkpoint it leaves must resume to exactly the uninterrupted weights.
+    steps = 10
+    straight = tmp_path / "straight"
+    result = run_train(common(corpus, straight, steps))
+    assert result.returncode == 0, result.stderr[-4000:]
+
+    stopped = tmp_path / "stopped"
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(corpus, stopped, steps, ["save_every=0"])],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = stopped / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    output, _ = proc.communicate(timeout=300)
+    assert not (stopped / "final").exists(), "the run finished before it could be interrupted"
+    assert proc.returncode == 130, output[-4000:]
+    assert "stopping after the step in progress" in output and "Traceback" not in output
+    step = int(output.split("interrupted at step ")[1].split(":")[0])
+    assert [p.name for p in (stopped / "checkpoints").iterdir()] == [f"checkpoint_{step:08d}"]
+
+    resumed = run_train(common(corpus, stopped, steps, ["save_every=0"]) + ["--resume"])
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert f"at step {step}" in resumed.stdout + resumed.stderr
+    a = load_file(straight / "pretraining" / "teacher" / "model.safetensors")
+    b = load_file(stopped / "pretraining" / "teacher" / "model.safetensors")
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
+    ca = load_file(straight / "pretraining" / "dino_loss.safetensors")["center"]
+    cb = load_file(stopped / "pretraining" / "dino_loss.safetensors")["center"]
+    torch.testing.assert_close(ca, cb, atol=0, rtol=0)
+
+
+@pytest.mark.slow
 def test_resume_with_a_config_that_does_not_fit(corpus, tmp_path):
     out = tmp_path / "run"
     assert run_train(common(corpus, out, 2, ["save_every=2"])).returncode == 0

@@ -25,6 +25,7 @@ the problem are logged once, and the batch reports how many were dropped (``num_
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -448,6 +449,13 @@ class MultiCropDataLoader(DataLoader):
             raise ValueError("start_batch needs the map-style (non-streaming) loader")
 
 
+def _ignore_interrupts(worker_id: int) -> None:
+    # Ctrl-C reaches the whole process group: the training loop decides when to stop (after a whole step, see
+    # training.dino.GracefulStop), and needs its workers alive until then. Orphaned workers still exit: the
+    # DataLoader's watchdog ends them when the main process is gone.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _is_streaming(dataset: Any) -> bool:
     try:
         import datasets
@@ -502,6 +510,7 @@ def build_multicrop_dataloader(
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
+        worker_init_fn=_ignore_interrupts if num_workers else None,
     )
     if streaming:
         if start_batch:

@@ -53,13 +53,14 @@ def _fsync_tree(path: Path) -> None:
 
 
 def save_checkpoint(accelerator, output_dir: os.PathLike, step: int, tensors: Dict[str, torch.Tensor],
-                    state: dict, keep: int = 2) -> Path:
+                    state: dict, keep: int = 2, texts: Optional[Dict[str, str]] = None) -> Path:
     """Write checkpoint `step` atomically; all processes must call this (accelerate saves per-rank RNG).
 
     Args:
         tensors: extra tensors to restore exactly (teacher weights and buffers, the DINO centre).
         state: JSON-serialisable training position and bookkeeping.
         keep: how many complete checkpoints to keep (older ones are deleted after the new one is in place).
+        texts: more files (name -> text) that belong to the checkpoint, written before it is renamed into place.
     """
     root = checkpoint_dir(output_dir)
     final = root / f"checkpoint_{step:08d}"
@@ -74,6 +75,8 @@ def save_checkpoint(accelerator, output_dir: os.PathLike, step: int, tensors: Di
     if accelerator.is_main_process:
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(tmp / TENSORS_FILE))
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
+        for name, text in (texts or {}).items():
+            (tmp / name).write_text(text, encoding="utf-8")
         _fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
