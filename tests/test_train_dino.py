@@ -47,6 +47,20 @@ def common(manifest, out, steps, extra=()):
             f"data.train={manifest}", "data.augment.musan_root=null", *TINY, f"max_steps={steps}", *extra]
 
 
+def signal_after_logging(manifest, out, steps, sig, lines):
+    """Start a run, send `sig` once `lines` steps are in metrics.jsonl; returns (exit code, output)."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
+    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(manifest, out, steps, ["save_every=0"])],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    metrics = out / "metrics.jsonl"
+    deadline = time.time() + 300
+    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < lines):
+        time.sleep(0.01)
+    proc.send_signal(sig)
+    output, _ = proc.communicate(timeout=300)
+    return proc.returncode, output
+
+
 @pytest.mark.slow
 def test_train_export_and_load(corpus, tmp_path):
     import modeling_dino_speech  # noqa: F401
@@ -125,17 +139,9 @@ def test_ctrl_c_stops_after_a_whole_step_and_resumes_to_the_same_weights(corpus,
     assert result.returncode == 0, result.stderr[-4000:]
 
     stopped = tmp_path / "stopped"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(corpus, stopped, steps, ["save_every=0"])],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = stopped / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 2):
-        time.sleep(0.01)
-    proc.send_signal(signal.SIGINT)
-    output, _ = proc.communicate(timeout=300)
+    returncode, output = signal_after_logging(corpus, stopped, steps, signal.SIGINT, lines=2)
     assert not (stopped / "final").exists(), "the run finished before it could be interrupted"
-    assert proc.returncode == 130, output[-4000:]
+    assert returncode == 130, output[-4000:]
     assert "stopping after the step in progress" in output and "Traceback" not in output
     step = int(output.split("interrupted at step ")[1].split(":")[0])
     assert [p.name for p in (stopped / "checkpoints").iterdir()] == [f"checkpoint_{step:08d}"]
@@ -219,16 +225,8 @@ def test_push_to_hub_after_training_and_failed_push_keeps_everything(corpus, tmp
 @pytest.mark.slow
 def test_sigterm_saves_a_checkpoint_to_resume_from(corpus, tmp_path):
     out = tmp_path / "interrupted"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(corpus, out, 200, ["save_every=0"])],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    metrics = out / "metrics.jsonl"
-    deadline = time.time() + 300
-    while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < 3):
-        time.sleep(0.05)
-    proc.send_signal(signal.SIGTERM)
-    output, _ = proc.communicate(timeout=300)
-    assert proc.returncode != 0
+    returncode, output = signal_after_logging(corpus, out, 200, signal.SIGTERM, lines=3)
+    assert returncode != 0
     assert "interrupted at step" in output
     step = int(output.split("interrupted at step ")[1].split(":")[0])
     assert 3 <= step < 200
