@@ -365,6 +365,7 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
                     if saved:
                         checkpoint()
                     if stop.requested(accelerator):
+                        progress.close()
                         accelerator.print(f"interrupted at step {state.global_step}: saving a checkpoint to resume from "
                                           "(train.py dino ... --resume)")
                         if not saved:
