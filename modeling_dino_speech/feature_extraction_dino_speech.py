@@ -8,8 +8,9 @@ from typing import Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from transformers import BatchFeature, SequenceFeatureExtractor
+
+from .pooling import has_padding
 
 try:  # resampling is only needed for audio that is not already at the model's rate
     import torchaudio.functional as _taF
@@ -206,7 +207,7 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             )
         span = (max_frames - 1) * self.hop_length + self.win_length
         mask = torch.arange(max_frames, device=device)[None, :] < frame_counts[:, None]
-        padded = bool((frame_counts < max_frames).any())
+        padded = has_padding(frame_counts, max_frames)
         features = waveforms.new_empty(batch, max_frames, self.feature_size, dtype=torch.float32)
         # Normalised chunk by chunk, while each chunk's log-mel energies are still in cache.
         for rows in self._log_mel(waveforms[:, :span].float(), features):
@@ -229,7 +230,8 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
         - the frame mean, taken from block sums of the waveform, is removed from the windowed frame:
           (x - m) pre-emphasised is x pre-emphasised minus (1 - 0.97) m;
         - the power spectrum is never formed: the squared real and imaginary parts, interleaved, go straight
-          into a mel matrix with every row doubled.
+          into the mel products, one per group of neighbouring filters over only the bins the group covers;
+        - all of it a chunk of utterances at a time, in buffers the chunks share.
         """
         window, dc_window, bins, mel_groups = self._constants(waveforms.device)
         batch, samples = waveforms.shape

@@ -265,122 +265,122 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
     collapsed = None
     evaluated_step = None  # the step of the last in-loop evaluation, so the final one is not run twice
     step_time = time.perf_counter()
-    stopped_between_steps = False
-    with stop:
-        try:
-            while state.global_step < total_steps and collapsed is None:
-                loader = loader_for(state.epoch, state.batch_in_epoch)
-                micro = 0
-                for batch in loader:
-                    if state.global_step >= total_steps:
-                        break
-                    state.num_short += int(batch.get("num_short", 0))
-                    state.num_skipped += int(batch.get("num_skipped", 0))
-                    if batch["global_features"].shape[1] == 0:
-                        # every file of this batch was unreadable (already reported by the loader); with several
-                        # processes the others would wait for this one, so that is an error there
-                        if world > 1:
-                            raise RuntimeError("a whole batch of unreadable files on one process: clean the manifest")
-                        state.batch_in_epoch += 1
-                        continue
-                    global_crops = views(batch["global_features"]).to(accelerator.device, non_blocking=True)
-                    local = batch.get("local_features")
-                    student_crops = [global_crops] + ([views(local).to(accelerator.device)] if local is not None and local.numel() else [])
-                    sync = (micro + 1) % cfg.optim.grad_accum == 0
-                    step = state.global_step
-                    with accelerator.autocast():
-                        with torch.no_grad():
-                            teacher_logits, teacher_embeddings = teacher([global_crops])
-                        if sync:
-                            student_logits, _ = student(student_crops)
-                        else:
-                            with accelerator.no_sync(student):
-                                student_logits, _ = student(student_crops)
-                        temperature = float(schedules.teacher_temperature[step])
-                        loss = dino_loss(student_logits, teacher_logits, temperature)
-                    if not math.isfinite(loss.item()):
-                        raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs")
+    stop.install()
+    try:
+        while state.global_step < total_steps and collapsed is None:
+            loader = loader_for(state.epoch, state.batch_in_epoch)
+            micro = 0
+            for batch in loader:
+                if state.global_step >= total_steps:
+                    break
+                state.num_short += int(batch.get("num_short", 0))
+                state.num_skipped += int(batch.get("num_skipped", 0))
+                if batch["global_features"].shape[1] == 0:
+                    # every file of this batch was unreadable (already reported by the loader); with several
+                    # processes the others would wait for this one, so that is an error there
+                    if world > 1:
+                        raise RuntimeError("a whole batch of unreadable files on one process: clean the manifest")
+                    state.batch_in_epoch += 1
+                    continue
+                global_crops = views(batch["global_features"]).to(accelerator.device, non_blocking=True)
+                local = batch.get("local_features")
+                student_crops = [global_crops] + ([views(local).to(accelerator.device)] if local is not None and local.numel() else [])
+                sync = (micro + 1) % cfg.optim.grad_accum == 0
+                step = state.global_step
+                with accelerator.autocast():
+                    with torch.no_grad():
+                        teacher_logits, teacher_embeddings = teacher([global_crops])
                     if sync:
-                        accelerator.backward(loss / cfg.optim.grad_accum)
+                        student_logits, _ = student(student_crops)
                     else:
                         with accelerator.no_sync(student):
-                            accelerator.backward(loss / cfg.optim.grad_accum)
-                    dino_loss.update_center(teacher_logits, all_reduce=lambda t: accelerator.reduce(t, "mean"))
-                    micro += 1
-                    if not sync:
-                        continue
-
-                    grad_norm = None
-                    if cfg.optim.clip_grad:
-                        grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
-                    if step < schedules.freeze_last_layer_steps:
-                        for p in accelerator.unwrap_model(student).model.dino_head.last_layer.parameters():
-                            p.grad = None
-                    for i, group in enumerate(optimizer.param_groups):
-                        group["lr"] = float(schedules.learning_rate[step])
-                        if i == 0:
-                            group["weight_decay"] = float(schedules.weight_decay[step])
-                    optimizer.step()
-                    optimizer.zero_grad(set_to_none=True)
-                    momentum = float(schedules.teacher_momentum[step])
-                    ema_update(teacher, accelerator.unwrap_model(student), momentum,
-                               all_reduce=(lambda t: accelerator.reduce(t, "mean")) if world > 1 else None)
-                    state.global_step += 1
-                    state.batch_in_epoch += cfg.optim.grad_accum
-                    micro = 0
-                    progress.update(1)
-
-                    if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
-                        now = time.perf_counter()
-                        elapsed, step_time = now - step_time, now
-                        steps_done = cfg.log_every if state.global_step % cfg.log_every == 0 else state.global_step % cfg.log_every
-                        with torch.no_grad():
-                            stats = dino_statistics(dino_loss.teacher_probabilities(teacher_logits, temperature),
-                                                    student_logits, dino_loss.student_temperature, crops.n_global,
-                                                    teacher_embeddings, dino_loss.center)
-                        stats.update(
-                            loss=float(accelerator.reduce(loss.detach().float(), "mean")), lr=schedules.learning_rate[step],
-                            weight_decay=schedules.weight_decay[step], teacher_momentum=momentum,
-                            teacher_temperature=temperature, epoch=state.epoch,
-                            crops_per_second=steps_done * cfg.data.batch_size * n_crops / max(elapsed, 1e-9),
-                            grad_norm=float(grad_norm) if grad_norm is not None else 0.0,
-                            skipped_files=state.num_skipped, short_utterances=state.num_short,
-                        )
-                        stats = {k: float(v) for k, v in stats.items()}
-                        accelerator.log(stats, step=state.global_step)
-                        if accelerator.is_main_process:
-                            with open(metrics_file, "a", encoding="utf-8") as handle:
-                                handle.write(json.dumps({"step": state.global_step, **stats}) + "\n")
-                        progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
-                                             m=f"{momentum:.4f}", H_t=f"{stats['teacher_entropy']:.2f}",
-                                             crops_s=f"{stats['crops_per_second']:.0f}")
-                        kind = monitor.update(stats, state.global_step)
-                        if kind and cfg.monitor.collapse_action == "stop":
-                            collapsed = kind
-                            break
-                    if cfg.eval.trials and cfg.eval.every_steps and state.global_step % cfg.eval.every_steps == 0:
-                        evaluate_teacher(accelerator, teacher, feature_extractor, cfg, state.global_step, metrics_file)
-                        evaluated_step = state.global_step
-                    saved = bool(cfg.save_every) and state.global_step % cfg.save_every == 0
-                    if saved:
-                        checkpoint()
-                    if stop.requested(accelerator):
-                        progress.close()
-                        accelerator.print(f"interrupted at step {state.global_step}: saving a checkpoint to resume from "
-                                          "(train.py dino ... --resume)")
-                        if not saved:
-                            checkpoint()
-                        stopped_between_steps = True
-                        raise KeyboardInterrupt("stopped between steps")
+                            student_logits, _ = student(student_crops)
+                    temperature = float(schedules.teacher_temperature[step])
+                    loss = dino_loss(student_logits, teacher_logits, temperature)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs")
+                if sync:
+                    accelerator.backward(loss / cfg.optim.grad_accum)
                 else:
-                    state.epoch += 1
-                    state.batch_in_epoch = 0
-        except KeyboardInterrupt:
-            progress.close()
-            if not stopped_between_steps:
-                accelerator.print(f"stopped inside step {state.global_step + 1}: not saved (a partial step); --resume "
-                                  "continues from the newest checkpoint")
-            raise
+                    with accelerator.no_sync(student):
+                        accelerator.backward(loss / cfg.optim.grad_accum)
+                dino_loss.update_center(teacher_logits, all_reduce=lambda t: accelerator.reduce(t, "mean"))
+                micro += 1
+                if not sync:
+                    continue
+
+                grad_norm = None
+                if cfg.optim.clip_grad:
+                    grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
+                if step < schedules.freeze_last_layer_steps:
+                    for p in accelerator.unwrap_model(student).model.dino_head.last_layer.parameters():
+                        p.grad = None
+                for i, group in enumerate(optimizer.param_groups):
+                    group["lr"] = float(schedules.learning_rate[step])
+                    if i == 0:
+                        group["weight_decay"] = float(schedules.weight_decay[step])
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                momentum = float(schedules.teacher_momentum[step])
+                ema_update(teacher, accelerator.unwrap_model(student), momentum,
+                           all_reduce=(lambda t: accelerator.reduce(t, "mean")) if world > 1 else None)
+                state.global_step += 1
+                state.batch_in_epoch += cfg.optim.grad_accum
+                micro = 0
+                progress.update(1)
+
+                if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
+                    now = time.perf_counter()
+                    elapsed, step_time = now - step_time, now
+                    steps_done = cfg.log_every if state.global_step % cfg.log_every == 0 else state.global_step % cfg.log_every
+                    with torch.no_grad():
+                        stats = dino_statistics(dino_loss.teacher_probabilities(teacher_logits, temperature),
+                                                student_logits, dino_loss.student_temperature, crops.n_global,
+                                                teacher_embeddings, dino_loss.center)
+                    stats.update(
+                        loss=float(accelerator.reduce(loss.detach().float(), "mean")), lr=schedules.learning_rate[step],
+                        weight_decay=schedules.weight_decay[step], teacher_momentum=momentum,
+                        teacher_temperature=temperature, epoch=state.epoch,
+                        crops_per_second=steps_done * cfg.data.batch_size * n_crops / max(elapsed, 1e-9),
+                        grad_norm=float(grad_norm) if grad_norm is not None else 0.0,
+                        skipped_files=state.num_skipped, short_utterances=state.num_short,
+                    )
+                    stats = {k: float(v) for k, v in stats.items()}
+                    accelerator.log(stats, step=state.global_step)
+                    if accelerator.is_main_process:
+                        with open(metrics_file, "a", encoding="utf-8") as handle:
+                            handle.write(json.dumps({"step": state.global_step, **stats}) + "\n")
+                    progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
+                                         m=f"{momentum:.4f}", H_t=f"{stats['teacher_entropy']:.2f}",
+                                         crops_s=f"{stats['crops_per_second']:.0f}")
+                    kind = monitor.update(stats, state.global_step)
+                    if kind and cfg.monitor.collapse_action == "stop":
+                        collapsed = kind
+                        break
+                if cfg.eval.trials and cfg.eval.every_steps and state.global_step % cfg.eval.every_steps == 0:
+                    evaluate_teacher(accelerator, teacher, feature_extractor, cfg, state.global_step, metrics_file)
+                    evaluated_step = state.global_step
+                saved = bool(cfg.save_every) and state.global_step % cfg.save_every == 0
+                if saved:
+                    checkpoint()
+                if stop.requested(accelerator):
+                    progress.close()
+                    accelerator.print(f"interrupted at step {state.global_step}: saving a checkpoint to resume from "
+                                      "(train.py dino ... --resume)")
+                    if not saved:
+                        checkpoint()
+                    raise StoppedBetweenSteps(f"stopped after step {state.global_step}")
+            else:
+                state.epoch += 1
+                state.batch_in_epoch = 0
+    except KeyboardInterrupt as interrupt:
+        progress.close()
+        if not isinstance(interrupt, StoppedBetweenSteps):
+            accelerator.print(f"stopped inside step {state.global_step + 1}: not saved (a partial step); --resume "
+                              "continues from the newest checkpoint")
+        raise
+    finally:
+        stop.restore()
     progress.close()
     if not (checkpoint_dir(output_dir) / f"checkpoint_{state.global_step:08d}").is_dir():
         checkpoint()
@@ -401,26 +401,29 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
     return final
 
 
+class StoppedBetweenSteps(KeyboardInterrupt):
+    """The stop a `GracefulStop` asked for, taken after a whole step (its checkpoint is saved)."""
+
+
 class GracefulStop:
     """Ctrl-C and SIGTERM (what schedulers and `kill` send) ask the loop to stop after the step in progress, so a
     checkpoint only ever holds whole steps (a forward pass cut short has already moved the student's BatchNorm
-    statistics). A second signal stops at once and keeps the last periodic checkpoint. Used as a context
-    manager: the previous handlers come back afterwards."""
+    statistics). A second signal stops at once and keeps the last periodic checkpoint. `install` takes over the
+    two signals; `restore` gives back the previous handlers."""
 
     def __init__(self) -> None:
         self.signal: Optional[int] = None
         self._previous: dict = {}
 
-    def __enter__(self) -> "GracefulStop":
+    def install(self) -> None:
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._previous[sig] = signal.signal(sig, self._handle)
-        return self
 
-    def __exit__(self, *exc) -> bool:
+    def restore(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        return False
+        self._previous.clear()
 
     def _handle(self, signum, frame) -> None:
         if self.signal is not None:
