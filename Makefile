@@ -7,7 +7,7 @@ DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/demo
 PYTEST_ARGS ?=
 
-.PHONY: venv sysdeps corpus demo test test-fast bench clean
+.PHONY: venv sysdeps corpus demo test test-fast lint format bench clean
 
 venv: $(STAMP)
 
@@ -27,7 +27,7 @@ sysdeps:
 	else echo "espeak-ng/flite missing: run 'sudo apt-get install espeak-ng flite' (or see README, Without root)"; fi
 
 corpus: venv sysdeps
-	$(PY) -m modeling_dino_speech.data.demo_corpus --out $(DEMO_DATA)
+	$(VENV)/bin/dino-speech demo-corpus --out $(DEMO_DATA)
 
 # The whole mission on the demo corpus: corpus (cached), DINO, pseudo-labels, evaluation and report.
 # Each step resumes or reuses what an interrupted earlier run left (Ctrl-C leaves checkpoints).
@@ -38,7 +38,7 @@ demo: corpus
 	$(PY) train.py pseudo-label --config configs/pseudo_label_demo.yaml --resume --init $(DEMO_RUN)/dino/final \
 		train=$(DEMO_DATA)/train.csv augment.musan_root=$(DEMO_DATA)/musan_standin \
 		eval.trials=$(DEMO_DATA)/trials_synth.txt eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/pseudo_label
-	$(PY) -m eval.demo_report --data $(DEMO_DATA) --runs $(DEMO_RUN)
+	$(VENV)/bin/dino-speech demo-report --data $(DEMO_DATA) --runs $(DEMO_RUN)
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
 test: venv sysdeps
@@ -46,6 +46,15 @@ test: venv sysdeps
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" -x $(PYTEST_ARGS); rc=$$?; if [ $$rc -eq 5 ]; then rc=0; fi; exit $$rc
+
+# ruff: the linter and the formatter's check (`make format` applies the formatter).
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 bench: venv
 	for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b || exit 1; done

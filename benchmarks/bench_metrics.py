@@ -5,7 +5,7 @@
 
 Both routes compute the same three numbers from the same scores (and must agree to 1e-9); the table gives
 the best-of-``repeats`` wall time of each, run alternately so that machine load hits both alike. Cases:
-float32 cosine-like scores (what eval.verify produces), float64 scores, and tie-heavy scores rounded to
+float32 cosine-like scores (what modeling_dino_speech.evaluation.verification produces), float64 scores, and tie-heavy scores rounded to
 two decimals.
 """
 
@@ -17,7 +17,7 @@ import time
 import numpy as np
 from sklearn.metrics import roc_curve
 
-from eval.metrics.detection_error_tradeoff import detection_curve
+from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve
 
 P_TARGETS = (0.01, 0.05)
 

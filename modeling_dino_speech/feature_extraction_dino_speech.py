@@ -11,11 +11,7 @@ import torch
 from transformers import BatchFeature, SequenceFeatureExtractor
 
 from .pooling import has_padding
-
-try:  # resampling is only needed for audio that is not already at the model's rate
-    import torchaudio.functional as _taF
-except Exception:  # pragma: no cover - a broken torchaudio must not break feature extraction at 16 kHz
-    _taF = None
+from .resampling import resample
 
 # Kaldi floors the mel energies at float32 machine epsilon before taking the log.
 _LOG_FLOOR = float(torch.finfo(torch.float32).eps)
@@ -328,13 +324,9 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             sampling_rate = self.sampling_rate
         if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
             raise TypeError(f"sampling_rate must be a positive int (Hz), got {sampling_rate!r} ({type(sampling_rate).__name__})")
-        waveforms = self._as_waveform_list(raw_speech)
+        waveforms = [resample(w, int(sampling_rate), self.sampling_rate) for w in self._as_waveform_list(raw_speech)]
         device = torch.device(device) if device is not None else torch.device("cpu")
         tensors = [torch.as_tensor(w, dtype=torch.float32, device=device) for w in waveforms]
-        if sampling_rate != self.sampling_rate:
-            if _taF is None:
-                raise RuntimeError("torchaudio is needed to resample audio but could not be imported")
-            tensors = [_taF.resample(w, int(sampling_rate), self.sampling_rate) for w in tensors]
         for i, w in enumerate(tensors):
             if w.numel() < self.win_length:
                 raise ValueError(

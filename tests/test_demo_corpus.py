@@ -1,4 +1,4 @@
-"""Tests of the offline demo corpus builder (modeling_dino_speech.data.demo_corpus).
+"""Tests of the offline demo corpus builder (modeling_dino_speech.recipes.demo.corpus).
 
 The build tests need `apt-get` (to fetch the Asterisk sound packages, cached in ~/.cache/dino-speech/debs) and
 espeak-ng + flite (`apt-get install -y espeak-ng flite`, or fetched without root by the builder). Where those
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from modeling_dino_speech.data import demo_corpus as dc
+from modeling_dino_speech.recipes.demo import corpus as dc
 from modeling_dino_speech.data.trials import read_trials
 
 MANIFESTS = {
@@ -198,7 +198,7 @@ def test_second_build_does_nothing(corpus: Path):
 def test_cli_reports_complete_corpus(corpus: Path):
     before = _mtimes(corpus)
     proc = subprocess.run(
-        [sys.executable, "-m", "modeling_dino_speech.data.demo_corpus", "--out", str(corpus), "--quick"],
+        [sys.executable, "-m", "modeling_dino_speech.recipes.demo.corpus", "--out", str(corpus), "--quick"],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr

@@ -24,7 +24,7 @@ def run(args, **kw):
 
 @pytest.mark.slow
 def test_demo_chain_on_the_quick_corpus(tmp_path):
-    from modeling_dino_speech.data.demo_corpus import DemoCorpusConfig, DemoCorpusUnavailable, build_demo_corpus
+    from modeling_dino_speech.recipes.demo.corpus import DemoCorpusConfig, DemoCorpusUnavailable, build_demo_corpus
 
     data = tmp_path / "demo"
     try:
@@ -41,7 +41,7 @@ def test_demo_chain_on_the_quick_corpus(tmp_path):
          f"augment.musan_root={data / 'musan_standin'}", f"eval.trials={data / 'trials_synth.txt'}",
          f"eval.audio_root={data}", "rounds=1", "num_workers=0", "clustering.min_cluster_size=2",
          "clustering.n_clusters=3", "supervised.head_steps=2", "supervised.steps=3", "supervised.batch_size=8"])
-    result = run(["-m", "eval.demo_report", "--data", str(data), "--runs", str(runs), "--no-progress"])
+    result = run(["-m", "modeling_dino_speech.recipes.demo.report", "--data", str(data), "--runs", str(runs), "--no-progress"])
     report = (runs / "report.md").read_text()
     for system in ("fbank statistics", "same network, random init", "DINO (no labels)",
                    "DINO + pseudo-labels, round 1"):

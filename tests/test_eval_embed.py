@@ -1,4 +1,4 @@
-"""eval.embed: one embedding per file, in input order, independent of batching; baselines; file formats."""
+"""modeling_dino_speech.inference: one embedding per file, in input order, independent of batching; baselines; file formats."""
 
 from pathlib import Path
 
@@ -9,7 +9,7 @@ import torch
 
 from helpers import SR, make_corpus
 
-from eval.embed import embed_files, load_model, main, read_embeddings, write_embeddings
+from modeling_dino_speech.inference import embed_files, load_model, main, read_embeddings, write_embeddings
 
 
 @pytest.fixture(scope="module")

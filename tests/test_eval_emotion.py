@@ -1,4 +1,4 @@
-"""eval.emotion: the protocols' folds (no speaker or session on both sides), the corpus wiring on tiny
+"""modeling_dino_speech.evaluation.emotion: the protocols' folds (no speaker or session on both sides), the corpus wiring on tiny
 copies of each official layout, and the end-to-end classifier run."""
 
 import csv
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from eval.emotion import (
+from modeling_dino_speech.evaluation.emotion import (
     check_disjoint,
     cross_validate,
     evaluate_emotion,

@@ -10,8 +10,8 @@ from scipy.optimize import brentq
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_curve
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from eval.metrics.classification import classification_scores, confusion_matrix, macro_f1, micro_f1, unweighted_accuracy
-from eval.metrics.detection_error_tradeoff import detection_curve, equal_error_rate, minimum_detection_cost
+from modeling_dino_speech.metrics.classification import classification_scores, confusion_matrix, macro_f1, micro_f1, unweighted_accuracy
+from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve, equal_error_rate, minimum_detection_cost
 
 METRICS = Path(__file__).resolve().parents[1] / "eval" / "metrics"
 

@@ -1,4 +1,4 @@
-"""eval.plots: every figure is written as a real, non-empty PNG; training logs are read from each format."""
+"""modeling_dino_speech.evaluation.plots: every figure is written as a real, non-empty PNG; training logs are read from each format."""
 
 import json
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from eval.metrics.detection_error_tradeoff import detection_curve
-from eval.plots import (
+from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve
+from modeling_dino_speech.evaluation.plots import (
     _probit,
     _thin,
     main,

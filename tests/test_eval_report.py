@@ -1,11 +1,11 @@
-"""eval.report: the filled model card is valid Hub metadata (YAML with a model-index) carrying the numbers."""
+"""modeling_dino_speech.model_card: the filled model card is valid Hub metadata (YAML with a model-index) carrying the numbers."""
 
 import json
 
 import pytest
 import yaml
 
-from eval.report import TEMPLATE, main, merge_results, results_table, write_model_card
+from modeling_dino_speech.model_card import TEMPLATE, main, merge_results, results_table, write_model_card
 
 VERIFY = {
     "model": "runs/demo/dino/final",

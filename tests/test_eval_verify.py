@@ -1,4 +1,4 @@
-"""eval.verify end to end on tiny generated audio, and the scoring it uses (cosine, AS-norm)."""
+"""modeling_dino_speech.evaluation.verification end to end on tiny generated audio, and the scoring it uses (cosine, AS-norm)."""
 
 import json
 from pathlib import Path
@@ -8,9 +8,9 @@ import pytest
 
 from helpers import make_corpus, write_trials
 
-from eval.metrics.detection_error_tradeoff import detection_curve
-from eval.scoring import as_norm, cohort_statistics, cosine_scores, l2_normalize, score_trials
-from eval.verify import main, verify, verify_lists
+from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve
+from modeling_dino_speech.scoring import as_norm, cohort_statistics, cosine_scores, l2_normalize, score_trials
+from modeling_dino_speech.evaluation.verification import main, verify, verify_lists
 from test_eval_embed import tiny_checkpoint  # noqa: F401  (fixture)
 
 
@@ -106,7 +106,7 @@ def test_verify_end_to_end(tiny_checkpoint, trial_setup, tmp_path):  # noqa: F81
     assert metrics["as_norm"]["cohort_size"] == 9 and metrics["as_norm"]["top_k"] == 4
 
     # The same numbers from the independent route: embed, cosine, sklearn-checked metrics.
-    from eval.embed import embed_files, load_model
+    from modeling_dino_speech.inference import embed_files, load_model
     from modeling_dino_speech.data.trials import read_trials
 
     model, feature_extractor = load_model(tiny_checkpoint, device="cpu")
@@ -126,7 +126,7 @@ def test_verify_end_to_end(tiny_checkpoint, trial_setup, tmp_path):  # noqa: F81
 
 
 def test_verify_flat_result_for_training_and_in_memory_model(tiny_checkpoint, trial_setup):  # noqa: F811
-    from eval.embed import load_model
+    from modeling_dino_speech.inference import load_model
 
     root, trials, _ = trial_setup
     model, feature_extractor = load_model(tiny_checkpoint, device="cpu")

@@ -1,4 +1,5 @@
-"""A saved checkpoint carries its code: it loads with trust_remote_code=True where the package is absent."""
+"""A saved checkpoint carries its code: it loads with trust_remote_code=True where the package is absent, and
+resamples audio at any rate without torchaudio."""
 
 import json
 import subprocess
@@ -21,6 +22,7 @@ def test_trust_remote_code_without_the_package(tmp_path):
     fe = DinoSpeechFeatureExtractor.from_model_config(config)
     with torch.no_grad():
         expected = model.dino_speech(**fe(wave, sampling_rate=16000, return_tensors="pt")).embeddings[0].tolist()
+        expected_8k = model.dino_speech(**fe(wave[::2], sampling_rate=8000, return_tensors="pt")).embeddings[0].tolist()
 
     script = tmp_path / "load.py"
     script.write_text(textwrap.dedent(f"""
@@ -28,6 +30,7 @@ def test_trust_remote_code_without_the_package(tmp_path):
         # site-packages without its .pth hooks: transformers is importable, the editable package is not
         sys.path.append({sysconfig.get_paths()["purelib"]!r})
         assert importlib.util.find_spec("modeling_dino_speech") is None, "package should not be importable"
+        sys.modules["torchaudio"] = None  # as if it were not installed: importing it raises ImportError
         import torch
         from transformers import AutoFeatureExtractor, AutoModel, AutoModelForAudioXVector
         path = {str(checkpoint)!r}
@@ -37,8 +40,9 @@ def test_trust_remote_code_without_the_package(tmp_path):
         wave = torch.linspace(-0.5, 0.5, 16000).sin().numpy()
         with torch.no_grad():
             emb = model(**fe(wave, sampling_rate=16000, return_tensors="pt")).embeddings[0].tolist()
+            emb_8k = model(**fe(wave[::2], sampling_rate=8000, return_tensors="pt")).embeddings[0].tolist()
         print(json.dumps({{"model": type(model).__name__, "xvector": type(xvector).__name__,
-                          "fe": type(fe).__name__, "module": type(model).__module__, "emb": emb}}))
+                          "fe": type(fe).__name__, "module": type(model).__module__, "emb": emb, "emb_8k": emb_8k}}))
     """))
     env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
     result = subprocess.run([sys.executable, "-S", str(script)], capture_output=True, text=True, env=env,
@@ -49,3 +53,4 @@ def test_trust_remote_code_without_the_package(tmp_path):
     assert out["fe"] == "DinoSpeechFeatureExtractor"
     assert out["module"].startswith("transformers_modules"), out["module"]
     torch.testing.assert_close(torch.tensor(out["emb"]), torch.tensor(expected), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.tensor(out["emb_8k"]), torch.tensor(expected_8k), atol=1e-5, rtol=1e-5)

@@ -17,7 +17,7 @@ all-silence               allowed; :func:`is_silent` flags it (callers such as t
                           pipeline decide whether to drop it; SNR mixing skips silent speech)
 clipped                   allowed (it is real-world data); :func:`clipping_ratio` measures it
 multi-channel             averaged to mono
-other sampling rates      resampled with ``torchaudio.functional.resample`` (8, 22.05, 44.1, 48 kHz ...)
+other sampling rates      resampled with libsoxr (:func:`modeling_dino_speech.resampling.resample`)
 ========================  =========================================================================
 """
 
@@ -30,7 +30,8 @@ from typing import Callable, NamedTuple, Optional, Sequence
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio.functional as AF
+
+from ..resampling import resample
 
 __all__ = [
     "AudioError",
@@ -136,14 +137,6 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
     path = os.fspath(path)
     with _open(path) as handle:
         return AudioInfo(int(handle.frames), int(handle.samplerate), handle.frames / handle.samplerate)
-
-
-def resample(waveform: np.ndarray, orig_sr: int, new_sr: int) -> np.ndarray:
-    """Band-limited resampling of a float32 signal ``(..., N)`` -> ``(..., round(N * new_sr / orig_sr))``."""
-    if orig_sr == new_sr:
-        return waveform
-    out = AF.resample(torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32)), int(orig_sr), int(new_sr))
-    return out.numpy()
 
 
 def load_audio(

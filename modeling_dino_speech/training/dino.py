@@ -20,7 +20,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Mapping, Optional
 
 import numpy as np
 import torch
@@ -37,6 +37,11 @@ from .monitor import CollapseMonitor, dino_statistics
 from .schedules import DinoSchedules
 
 logger = logging.getLogger(__name__)
+
+#: How training reaches evaluation: called with the embedding model (in eval mode) and its feature extractor, it
+#: returns scalars to log (e.g. `eer`). The `dino-speech train` command builds one from the recipe's `eval`
+#: section (`modeling_dino_speech.evaluation.verification.trial_list_evaluator`); training never imports it.
+Evaluator = Callable[[nn.Module, DinoSpeechFeatureExtractor], Mapping[str, object]]
 
 
 class MultiCropWrapper(nn.Module):
@@ -167,8 +172,12 @@ def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) ->
                          "or the checkpoint's settings.")
 
 
-def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
-    """Run (or resume) DINO pre-training; returns the export folder `<output_dir>/final`."""
+def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[Evaluator] = None) -> Path:
+    """Run (or resume) DINO pre-training; returns the export folder `<output_dir>/final`.
+
+    Args:
+        evaluator: evaluates the teacher every `cfg.eval.every_steps` steps and at the end (see `Evaluator`).
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
     from tqdm.auto import tqdm
@@ -357,8 +366,8 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
                     if kind and cfg.monitor.collapse_action == "stop":
                         collapsed = kind
                         break
-                if cfg.eval.trials and cfg.eval.every_steps and state.global_step % cfg.eval.every_steps == 0:
-                    evaluate_teacher(accelerator, teacher, feature_extractor, cfg, state.global_step, metrics_file)
+                if evaluator is not None and cfg.eval.every_steps and state.global_step % cfg.eval.every_steps == 0:
+                    evaluate_teacher(accelerator, teacher, feature_extractor, evaluator, state.global_step, metrics_file)
                     evaluated_step = state.global_step
                 saved = bool(cfg.save_every) and state.global_step % cfg.save_every == 0
                 if saved:
@@ -394,8 +403,8 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False) -> Path:
         export_dino(accelerator.unwrap_model(student).model, teacher.model, dino_loss, feature_extractor, cfg,
                     output_dir, summary={"steps": state.global_step, "epochs": state.epoch,
                                          "skipped_files": state.num_skipped, "collapse": collapsed})
-    if cfg.eval.trials and evaluated_step != state.global_step:  # every rank: evaluate_teacher holds a barrier
-        evaluate_teacher(accelerator, teacher, feature_extractor, cfg, state.global_step, metrics_file)
+    if evaluator is not None and evaluated_step != state.global_step:  # every rank: evaluate_teacher holds a barrier
+        evaluate_teacher(accelerator, teacher, feature_extractor, evaluator, state.global_step, metrics_file)
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return final
@@ -466,18 +475,15 @@ def check_ranks_agree(accelerator, teacher: nn.Module, dino_loss: DINOLoss, outp
         raise RuntimeError(f"teacher/centre differ across processes after training: {digests}")
 
 
-def evaluate_teacher(accelerator, teacher: MultiCropWrapper, feature_extractor, cfg: DinoTrainConfig, step: int,
-                     metrics_file: Path) -> Optional[dict]:
-    """EER of the current teacher on `cfg.eval.trials` (main process; the others wait)."""
+def evaluate_teacher(accelerator, teacher: MultiCropWrapper, feature_extractor, evaluator: Evaluator, step: int,
+                     metrics_file: Path) -> Optional[Mapping[str, object]]:
+    """Run `evaluator` on the current teacher (main process; the others wait) and log its scalars."""
     result = None
     if accelerator.is_main_process:
-        from eval.verify import verify  # eval sits above training: imported only when asked for
-
         model = teacher.model.dino_speech
         model.eval()
         try:
-            result = verify(model, cfg.eval.trials, cfg.eval.audio_root, feature_extractor=feature_extractor,
-                            device=accelerator.device, progress=False)
+            result = evaluator(model, feature_extractor)
         finally:
             teacher.train()
         scalars = {f"eval/{k}": float(v) for k, v in result.items() if isinstance(v, (int, float))}

@@ -37,17 +37,10 @@ def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
 
 
 def write_model_card(folder: Path, title: str, summary: dict, results: Optional[dict] = None) -> None:
-    """The checkpoint's README.md (Hub model card), filled by `eval.report` when it is installed."""
-    try:
-        from eval.report import write_model_card as fill_card
-    except ImportError:  # eval/ ships with the repository, not necessarily with an installed wheel
-        fill_card = None
-    if fill_card is not None:
-        fill_card(folder, title=title, training=summary, results=results or {})
-        return
-    lines = ["---", "library_name: transformers", "tags: [speaker-verification, self-supervised, dino, audio]", "---",
-             f"# {title}", "", "```json", json.dumps(summary, indent=1, default=str), "```", ""]
-    (folder / "README.md").write_text("\n".join(lines), encoding="utf-8")
+    """The checkpoint's README.md (Hub model card) with the training summary and any measured results."""
+    from ..model_card import write_model_card as fill_card
+
+    fill_card(folder, title=title, training=summary, results=results or {})
 
 
 def export_dino(student, teacher, dino_loss, feature_extractor, cfg, output_dir: os.PathLike,

@@ -15,7 +15,7 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import numpy as np
 import torch
@@ -26,6 +26,9 @@ from ..data.multicrop import MultiCropConfig
 from .clustering import ClusteringConfig
 from .config import EvalConfig, save_config
 from .schedules import cosine_scheduler
+
+if TYPE_CHECKING:
+    from .dino import Evaluator
 
 logger = logging.getLogger(__name__)
 
@@ -79,7 +82,7 @@ def extract_embeddings(accelerator, model, feature_extractor, paths: List[str], 
     """Embeddings `(len(paths), D)` of whole utterances, each process embedding its share."""
     from accelerate.utils import gather_object
 
-    from eval.embed import embed_files
+    from ..inference import embed_files
 
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(paths), world))
@@ -155,8 +158,12 @@ def train_on_pseudo_labels(accelerator, model, feature_extractor, paths: List[st
     return stats
 
 
-def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False) -> List[dict]:
-    """Run all rounds; returns each round's report. With `resume`, rounds whose `final/` exists are reused."""
+def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False, evaluator: Optional["Evaluator"] = None) -> List[dict]:
+    """Run all rounds; returns each round's report. With `resume`, rounds whose `final/` exists are reused.
+
+    Args:
+        evaluator: scores each round's model (see `training.dino.Evaluator`); its scalars join the round's report.
+    """
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
@@ -228,11 +235,8 @@ def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False) -> List[d
                         **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
                         "train_loss": stats.get("loss"), "train_accuracy": stats.get("accuracy"),
                         "seconds": round(time.perf_counter() - started, 1)}
-        if cfg.eval.trials and accelerator.is_main_process:
-            from eval.verify import verify
-
-            metrics = verify(model.dino_speech, cfg.eval.trials, cfg.eval.audio_root,
-                             feature_extractor=feature_extractor, device=accelerator.device, progress=False)
+        if evaluator is not None and accelerator.is_main_process:
+            metrics = evaluator(model.dino_speech, feature_extractor)
             round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         if accelerator.is_main_process:
             def fill(folder: Path) -> None:

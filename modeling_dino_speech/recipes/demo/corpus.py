@@ -1,6 +1,6 @@
 """The demo corpus: a small multi-speaker speech corpus assembled offline from Debian packages.
 
-``python -m modeling_dino_speech.data.demo_corpus --out data/demo [--cache DIR] [--quick]``
+``dino-speech demo-corpus --out data/demo [--cache DIR] [--quick]``
 
 What it builds (all paths in the CSVs and trial lists are relative to ``--out``):
 
@@ -65,7 +65,7 @@ __all__ = [
 ]
 
 #: Bump when the output of the builder changes for the same settings (it invalidates existing corpora).
-BUILDER_VERSION = "1.0"
+BUILDER_VERSION = "1.1"
 
 SAMPLING_RATE = 16000
 TELEPHONE_RATE = 8000
@@ -114,10 +114,6 @@ FLITE_TRAIN_VOICES = ("kal16", "awb", "slt")
 FLITE_HELDOUT_VOICES = ("rms",)
 
 PROSODY_LABELS = ("neutral", "excited", "sad", "angry")
-
-#: Resampler for the telephone band: a Kaiser-windowed sinc much steeper than torchaudio's default, so that
-#: less than -40 dB of white-noise energy survives above 4 kHz.
-_BANDLIMIT_KWARGS = dict(lowpass_filter_width=16, rolloff=0.95, resampling_method="sinc_interp_kaiser", beta=8.6)
 
 
 class DemoCorpusUnavailable(RuntimeError):
@@ -535,19 +531,14 @@ def _shipped_variants(tools: SpeechTools) -> list[str]:
 
 
 def telephone_band(waveform: np.ndarray, sampling_rate: int) -> np.ndarray:
-    """Resample ``(N,)`` float32 audio to 8 kHz and back to 16 kHz: the band above ~3.8 kHz is removed.
+    """Resample ``(N,)`` float32 audio to 8 kHz and back to 16 kHz: the band above ~3.7 kHz is removed.
 
     Returns:
         ``(M,)`` float32 at 16 kHz, ``M = round(N * 16000 / sampling_rate)`` up to the resampler's rounding.
     """
-    import torch
-    import torchaudio.functional as AF
+    from ...resampling import resample
 
-    x = torch.from_numpy(np.ascontiguousarray(waveform, dtype=np.float32))
-    if sampling_rate != TELEPHONE_RATE:
-        x = AF.resample(x, int(sampling_rate), TELEPHONE_RATE, **_BANDLIMIT_KWARGS)
-    x = AF.resample(x, TELEPHONE_RATE, SAMPLING_RATE, **_BANDLIMIT_KWARGS)
-    return x.numpy()
+    return resample(resample(waveform, sampling_rate, TELEPHONE_RATE), TELEPHONE_RATE, SAMPLING_RATE)
 
 
 def trim_silence(
@@ -630,7 +621,7 @@ def _init_worker(out_dir: str, tools: SpeechTools | None, scratch: str) -> None:
 
 
 def _synthesise(job: RenderJob) -> tuple[np.ndarray, int]:
-    from .audio import AudioError, load_audio
+    from ...data.audio import AudioError, load_audio
 
     tools: SpeechTools = _WORKER["tools"]
     work = Path(tempfile.mkdtemp(dir=_WORKER["scratch"]))
@@ -659,7 +650,7 @@ def _synthesise(job: RenderJob) -> tuple[np.ndarray, int]:
 
 def _render(job: RenderJob) -> tuple[str, float]:
     """Produce one file; returns (relative path, duration in seconds)."""
-    from .audio import load_audio
+    from ...data.audio import load_audio
 
     if job.kind == "file":
         import soundfile as sf
@@ -1152,7 +1143,7 @@ def _readme(cfg: DemoCorpusConfig, counts: dict) -> str:
     c = counts
     return f"""# dino-speech demo corpus
 
-Built by `python -m modeling_dino_speech.data.demo_corpus` (builder {BUILDER_VERSION}, seed {cfg.seed},
+Built by `dino-speech demo-corpus` (builder {BUILDER_VERSION}, seed {cfg.seed},
 {"QUICK test subset" if cfg.quick else "full"} build). Every file: mono, 16 kHz, 16-bit PCM, resampled to 8 kHz
 and back (telephone band, < 4 kHz), leading/trailing silence trimmed lightly, peak-normalised to a random level
 between -12 and -1 dBFS. All paths in the CSV files and trial lists are relative to this folder.
@@ -1463,7 +1454,7 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m modeling_dino_speech.data.demo_corpus",
+        prog="dino-speech demo-corpus",
         description="Assemble the offline demo corpus (real Asterisk voices + espeak-ng / flite voices).",
     )
     parser.add_argument("--out", default="data/demo", help="output folder (default: data/demo)")
