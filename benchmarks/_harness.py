@@ -39,13 +39,16 @@ def machine_line(threads: Union[int, str]) -> str:
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
-    return (f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs (load average {load:.1f} at start), {gpu}; "
-            f"torch {torch.__version__} with {threads} intra-op thread(s); python {platform.python_version()}; "
-            f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+    return (
+        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs (load average {load:.1f} at start), {gpu}; "
+        f"torch {torch.__version__} with {threads} intra-op thread(s); python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}"
+    )
 
 
-def interleaved(candidates: Dict[str, Callable[[], object]], rounds: int, warmup: int = 1,
-                sync: Callable[[], None] = lambda: None) -> Dict[str, float]:
+def interleaved(
+    candidates: Dict[str, Callable[[], object]], rounds: int, warmup: int = 1, sync: Callable[[], None] = lambda: None
+) -> Dict[str, float]:
     """Median wall seconds per call of each candidate, timed round-robin (order reversed every other round)."""
     names = list(candidates)
     for _ in range(warmup):
@@ -54,7 +57,7 @@ def interleaved(candidates: Dict[str, Callable[[], object]], rounds: int, warmup
     sync()
     times: Dict[str, List[float]] = {name: [] for name in names}
     for r in range(rounds):
-        for name in (names if r % 2 == 0 else names[::-1]):
+        for name in names if r % 2 == 0 else names[::-1]:
             start = time.perf_counter()
             candidates[name]()
             sync()
@@ -71,5 +74,5 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     """A GitHub markdown table (numbers already formatted by the caller)."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
-    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"  # noqa: E731
+    line = lambda values: "| " + " | ".join(v.ljust(w) for v, w in zip(values, widths)) + " |"
     return "\n".join([line(headers), "|" + "|".join("-" * (w + 2) for w in widths) + "|", *map(line, cells)])

@@ -43,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from _harness import cpu_model, table  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from modeling_dino_speech.training.clustering import (  # noqa: E402
     ClusteringConfig,
     _group_means,
@@ -75,16 +76,20 @@ def parts_of(run: dict) -> dict[str, float]:
     """Seconds per extrapolation part of one worker run."""
     t = run["timings"]
     knn = float(run["stages"].get("knn_seconds", 0.0))
-    return {"normalise": t["normalise"], "pca": t["pca"], "kmeans": t["kmeans"], "knn": knn,
-            "linkage": t["agglomerative"] - knn, "filter": t["filter"]}
+    return {
+        "normalise": t["normalise"],
+        "pca": t["pca"],
+        "kmeans": t["kmeans"],
+        "knn": knn,
+        "linkage": t["agglomerative"] - knn,
+        "filter": t["filter"],
+    }
 
 
 def extra_rss(run: dict, stage: str | None = None) -> float:
     """Peak RSS (MB) of one stage, or of the whole call, above the RSS with the embeddings loaded."""
     stages = [stage] if stage else STAGES[:-1]
-    return max(run["memory"][s].get("peak_rss_mb", run["memory"][s]["maxrss_mb"]) for s in stages) - run[
-        "rss_start_mb"
-    ]
+    return max(run["memory"][s].get("peak_rss_mb", run["memory"][s]["maxrss_mb"]) for s in stages) - run["rss_start_mb"]
 
 
 def current_rss_mb() -> float:
@@ -141,8 +146,19 @@ def run_worker(args: argparse.Namespace) -> None:
 
 
 def spawn(emb: Path, truth: Path, backend: str, threads: int, trace: bool = False) -> dict:
-    cmd = [sys.executable, __file__, "--worker", "--embeddings", str(emb), "--truth", str(truth),
-           "--backend", backend, "--threads", str(threads)]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--worker",
+        "--embeddings",
+        str(emb),
+        "--truth",
+        str(truth),
+        "--backend",
+        backend,
+        "--threads",
+        str(threads),
+    ]
     if trace:
         cmd.append("--trace")
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "OPENBLAS_NUM_THREADS": str(threads)}
@@ -172,13 +188,15 @@ def scalable_vs_quadratic(n_speakers: int, args: argparse.Namespace, backends: l
     for backend in backends:
         for label, flat_max, probes in (("flat", p, 0), ("two-level", 256, 0), ("two-level + border", 256, 5)):
             t0 = time.perf_counter()
-            pre, info = precluster_kmeans(y, p, backend, iters=20, flat_max_clusters=flat_max, seed=0,
-                                          border_probes=probes)
+            pre, info = precluster_kmeans(
+                y, p, backend, iters=20, flat_max_clusters=flat_max, seed=0, border_probes=probes
+            )
             dt = time.perf_counter() - t0
             # Pre-cluster purity: share of points whose pre-cluster majority speaker is their own.
             purity = contingency_matrix(truth, pre, sparse=True).max(axis=0).toarray().sum() / y.shape[0]
-            rows.append([f"k-means {label}", backend, y.shape[0], info["n_preclusters"], fmt_s(dt),
-                         f"{purity:.4f}", ""])
+            rows.append(
+                [f"k-means {label}", backend, y.shape[0], info["n_preclusters"], fmt_s(dt), f"{purity:.4f}", ""]
+            )
     # Agglomerative: same centroids, dense (one scipy linkage) vs the k-NN component decomposition.
     pre, info = precluster_kmeans(y, p, backends[0], iters=20, seed=0)
     c = _group_means(y, pre, info["n_preclusters"])
@@ -191,8 +209,17 @@ def scalable_vs_quadratic(n_speakers: int, args: argparse.Namespace, backends: l
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         tracemalloc.stop()
         results[label] = lab
-        rows.append([f"agglomerative {label}", backends[0], c.shape[0], st["n_clusters_agglomerative"],
-                     fmt_s(dt), "", f"{peak:.0f}"])
+        rows.append(
+            [
+                f"agglomerative {label}",
+                backends[0],
+                c.shape[0],
+                st["n_clusters_agglomerative"],
+                fmt_s(dt),
+                "",
+                f"{peak:.0f}",
+            ]
+        )
     ari = adjusted_rand_score(results["dense"], results["knn-components"])
     out = table(["step", "backend", "points", "clusters", "seconds", "pre-cluster purity", "traced peak MB"], rows)
     return out + f"\nARI(dense labels, k-NN-component labels) = {ari:.6f}"
@@ -204,14 +231,32 @@ def main() -> None:
     parser.add_argument("--min-utts", type=int, default=20)
     parser.add_argument("--max-utts", type=int, default=30)
     parser.add_argument("--dim", type=int, default=256)
-    parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 1.0],
-                        help="speaker-count fractions for the scaling sweep (the largest sets the table)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="BLAS/OpenMP/faiss threads (1: on a shared 2-core machine 2 threads oversubscribe)")
-    parser.add_argument("--backends", nargs="+", default=None, choices=list(VARIANTS),
-                        help="variants to run; default: auto, auto-ivf, faiss (if faiss is importable), sklearn")
-    parser.add_argument("--compare-speakers", type=int, default=1000,
-                        help="speakers for the flat-vs-two-level / dense-vs-kNN table (0 skips it)")
+    parser.add_argument(
+        "--fractions",
+        type=float,
+        nargs="+",
+        default=[0.25, 0.5, 1.0],
+        help="speaker-count fractions for the scaling sweep (the largest sets the table)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="BLAS/OpenMP/faiss threads (1: on a shared 2-core machine 2 threads oversubscribe)",
+    )
+    parser.add_argument(
+        "--backends",
+        nargs="+",
+        default=None,
+        choices=list(VARIANTS),
+        help="variants to run; default: auto, auto-ivf, faiss (if faiss is importable), sklearn",
+    )
+    parser.add_argument(
+        "--compare-speakers",
+        type=int,
+        default=1000,
+        help="speakers for the flat-vs-two-level / dense-vs-kNN table (0 skips it)",
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--embeddings", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--truth", type=Path, help=argparse.SUPPRESS)
@@ -224,7 +269,7 @@ def main() -> None:
 
     if args.backends is None:
         try:
-            import faiss  # noqa: F401
+            import faiss
 
             args.backends = ["auto", "auto-ivf", "faiss", "sklearn"]
         except ImportError:
@@ -239,10 +284,12 @@ def main() -> None:
     except ImportError:
         faiss_version = "no faiss"
     load = os.getloadavg()[0]
-    print(f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs (load average {load:.1f} at start); "
-          f"{args.threads} BLAS/OpenMP/faiss thread(s); numpy {np.__version__}, scipy {scipy.__version__}, "
-          f"scikit-learn {sklearn.__version__}, {faiss_version}; python {platform.python_version()}; "
-          f"{time.strftime('%Y-%m-%d %H:%M %Z')}")
+    print(
+        f"machine: {cpu_model()}, {os.cpu_count()} logical CPUs (load average {load:.1f} at start); "
+        f"{args.threads} BLAS/OpenMP/faiss thread(s); numpy {np.__version__}, scipy {scipy.__version__}, "
+        f"scikit-learn {sklearn.__version__}, {faiss_version}; python {platform.python_version()}; "
+        f"{time.strftime('%Y-%m-%d %H:%M %Z')}"
+    )
 
     runs: dict[tuple[int, str], dict] = {}
     with tempfile.TemporaryDirectory() as tmp:
@@ -271,9 +318,11 @@ def main() -> None:
             path = r["stages"]["agglomerative_path"]
             if path == "knn_components":
                 path = f"{r['stages']['knn_search']} k-NN"
-            rows.append([n, backend, r["stages"]["n_preclusters"], r["stages"]["kmeans_levels"], path]
-                        + [fmt_s(r["timings"][s]) for s in STAGES]
-                        + [f"{extra_rss(r):.0f}"])
+            rows.append(
+                [n, backend, r["stages"]["n_preclusters"], r["stages"]["kmeans_levels"], path]
+                + [fmt_s(r["timings"][s]) for s in STAGES]
+                + [f"{extra_rss(r):.0f}"]
+            )
     print("\n1. seconds per stage; extra peak RSS (MB) of the clustering over the loaded embeddings")
     headers = ["N", "backend", "pre-clusters", "k-means levels", "agglomerative path"] + STAGES + ["peak RSS +MB"]
     print(table(headers, rows))
@@ -282,16 +331,32 @@ def main() -> None:
     for n in sizes:
         for backend in args.backends:
             rep = runs[(n, backend)]["report"]
-            rows.append([n, backend, rep["n_clusters"], rep["n_true_classes"], f"{rep['kept_fraction']:.3f}",
-                         f"{rep['purity']:.4f}", f"{rep['inverse_purity']:.4f}", f"{rep['nmi']:.4f}",
-                         f"{rep['ari']:.4f}", rep["cluster_size_median"]])
+            rows.append(
+                [
+                    n,
+                    backend,
+                    rep["n_clusters"],
+                    rep["n_true_classes"],
+                    f"{rep['kept_fraction']:.3f}",
+                    f"{rep['purity']:.4f}",
+                    f"{rep['inverse_purity']:.4f}",
+                    f"{rep['nmi']:.4f}",
+                    f"{rep['ari']:.4f}",
+                    rep["cluster_size_median"],
+                ]
+            )
     print("\nquality against the synthetic speaker labels (default recipe: threshold 0.80, sizes 8-50)")
-    print(table(["N", "backend", "clusters", "speakers", "kept", "purity", "inv. purity", "NMI", "ARI",
-                 "median size"], rows))
+    print(
+        table(
+            ["N", "backend", "clusters", "speakers", "kept", "purity", "inv. purity", "NMI", "ARI", "median size"], rows
+        )
+    )
 
     # 2. extrapolation to VoxCeleb2
-    print(f"\n2. extrapolation to VoxCeleb2 (N = {VOXCELEB2_N:,}, P = N/4 = {VOXCELEB2_N // 4:,} centroids) "
-          f"from N = {largest:,}")
+    print(
+        f"\n2. extrapolation to VoxCeleb2 (N = {VOXCELEB2_N:,}, P = N/4 = {VOXCELEB2_N // 4:,} centroids) "
+        f"from N = {largest:,}"
+    )
     rows = []
     ratio = VOXCELEB2_N / largest
     for variant in args.backends:
@@ -310,11 +375,22 @@ def main() -> None:
             est_fit, est_theory = t * ratio ** max(fitted, 0.0), t * ratio**theory
             tot_fit += est_fit
             tot_theory += est_theory
-            rows.append([variant, part, fmt_s(t), f"{fitted:.2f}", fmt_s(est_fit), f"{theory:.1f}",
-                         fmt_s(est_theory)])
+            rows.append([variant, part, fmt_s(t), f"{fitted:.2f}", fmt_s(est_fit), f"{theory:.1f}", fmt_s(est_theory)])
         rows.append([variant, "total", fmt_s(sum(now.values())), "", fmt_s(tot_fit), "", fmt_s(tot_theory)])
-    print(table(["variant", "part", f"s at {largest:,}", "fitted exp.", "s at 1.09M (fitted)", "theory exp.",
-                 "s at 1.09M (theory)"], rows))
+    print(
+        table(
+            [
+                "variant",
+                "part",
+                f"s at {largest:,}",
+                "fitted exp.",
+                "s at 1.09M (fitted)",
+                "theory exp.",
+                "s at 1.09M (theory)",
+            ],
+            rows,
+        )
+    )
     print("(at 1.09M the default configuration runs as auto-ivf: P = 273k > knn_exact_max = 50k)")
     input_mb = VOXCELEB2_N * args.dim * 4 / 2**20
     print(f"memory: the caller's float32 embeddings at 1.09M take {input_mb:.0f} MB; on top of them:")
@@ -325,14 +401,18 @@ def main() -> None:
             estimate = extra[-1] + slope * (VOXCELEB2_N - sizes[-1])
         else:
             slope, estimate = extra[-1] / sizes[-1], extra[-1] * ratio
-        print(f"  {variant}: clustering peak RSS +{extra[-1]:.0f} MB at N={largest:,} "
-              f"({slope * 2**20:.0f} B per point) -> ~{estimate:.0f} MB at 1.09M")
+        print(
+            f"  {variant}: clustering peak RSS +{extra[-1]:.0f} MB at N={largest:,} "
+            f"({slope * 2**20:.0f} B per point) -> ~{estimate:.0f} MB at 1.09M"
+        )
 
     # 3. numpy-level peak per stage (tracemalloc run; slower, so its times are not used above)
     print(f"\n3. peak memory per stage above the loaded embeddings (MB), N={largest:,}")
     rows = [[f"RSS, {v}"] + [f"{extra_rss(runs[(largest, v)], s):.0f}" for s in STAGES[:-1]] for v in args.backends]
-    rows.append([f"traced numpy/Python, {args.backends[0]}"]
-                + [f"{traced['memory'][s]['traced_peak_mb']:.0f}" for s in STAGES[:-1]])
+    rows.append(
+        [f"traced numpy/Python, {args.backends[0]}"]
+        + [f"{traced['memory'][s]['traced_peak_mb']:.0f}" for s in STAGES[:-1]]
+    )
     print(table(["measure"] + STAGES[:-1], rows))
 
     # 4. scalable paths against their quadratic counterparts

@@ -33,10 +33,10 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor  # noqa: E402
-from modeling_dino_speech.data.audio import load_audio  # noqa: E402
-from modeling_dino_speech.data.augment import AugmentConfig  # noqa: E402
-from modeling_dino_speech.data.multicrop import MultiCropConfig, build_multicrop_dataloader, item_rng  # noqa: E402
+from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor
+from modeling_dino_speech.data.audio import load_audio
+from modeling_dino_speech.data.augment import AugmentConfig
+from modeling_dino_speech.data.multicrop import MultiCropConfig, build_multicrop_dataloader, item_rng
 
 SR = 16000
 
@@ -61,7 +61,9 @@ def synth_corpus(folder: str, count: int, seed: int = 0) -> list[str]:
 
 def time_loader(paths, crop_cfg, aug_cfg, fe, batch_size, workers, batches, seed=0):
     """(startup seconds, steady crops/s) of the real loader."""
-    loader = build_multicrop_dataloader(paths, crop_cfg, aug_cfg, fe, batch_size=batch_size, num_workers=workers, seed=seed)
+    loader = build_multicrop_dataloader(
+        paths, crop_cfg, aug_cfg, fe, batch_size=batch_size, num_workers=workers, seed=seed
+    )
     crops_per_batch = (crop_cfg.n_global + crop_cfg.n_local) * batch_size
     start = time.perf_counter()
     iterator = iter(loader)
@@ -101,11 +103,22 @@ def time_training_step(model_kind, batch, steps):
     import modeling_dino_speech as mds
 
     if model_kind == "paper":
-        config = DinoSpeechConfig(resnet_layers=(3, 4, 6, 3), resnet_base_width=16, dino_hidden_size=2048,
-                                  dino_bottleneck_size=256, dino_num_prototypes=65536)
+        config = DinoSpeechConfig(
+            resnet_layers=(3, 4, 6, 3),
+            resnet_base_width=16,
+            dino_hidden_size=2048,
+            dino_bottleneck_size=256,
+            dino_num_prototypes=65536,
+        )
     else:
-        config = DinoSpeechConfig(resnet_layers=(1, 1, 1, 1), resnet_base_width=16, embedding_size=192,
-                                  dino_hidden_size=512, dino_bottleneck_size=128, dino_num_prototypes=2048)
+        config = DinoSpeechConfig(
+            resnet_layers=(1, 1, 1, 1),
+            resnet_base_width=16,
+            embedding_size=192,
+            dino_hidden_size=512,
+            dino_bottleneck_size=128,
+            dino_num_prototypes=2048,
+        )
     cls = getattr(mds, "DinoSpeechForPreTraining", None) or mds.DinoSpeechModel
     student, teacher = cls(config).train(), cls(config).eval()
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-4)
@@ -121,7 +134,12 @@ def time_training_step(model_kind, batch, steps):
             target = output(teacher, g).softmax(-1)
         loss = 0.0
         for feats in (g, l):
-            loss = loss + -(target.repeat(len(feats) // len(g) + 1, 1)[: len(feats)] * output(student, feats).log_softmax(-1)).sum(-1).mean()
+            loss = (
+                loss
+                + -(target.repeat(len(feats) // len(g) + 1, 1)[: len(feats)] * output(student, feats).log_softmax(-1))
+                .sum(-1)
+                .mean()
+            )
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
@@ -163,21 +181,31 @@ def main() -> None:
         batch = next(iter(build_multicrop_dataloader(paths, crop_cfg, None, fe, batch_size=args.batch_size)))
         train_rate, step_seconds, model_name = time_training_step(args.model, batch, args.steps)
 
-    print(f"\nbench_data  ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, "
-          f"{args.threads} training thread(s))")
-    print(f"crops per utterance: {crop_cfg.n_global} x {crop_cfg.global_seconds:g} s + {crop_cfg.n_local} x "
-          f"{crop_cfg.local_seconds:g} s; batch {args.batch_size} utterances = {crops_per_item * args.batch_size} crops\n")
+    print(
+        f"\nbench_data  ({platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+        f"torch {torch.__version__}, "
+        f"{args.threads} training thread(s))"
+    )
+    print(
+        f"crops per utterance: {crop_cfg.n_global} x {crop_cfg.global_seconds:g} s + {crop_cfg.n_local} x "
+        f"{crop_cfg.local_seconds:g} s; batch {args.batch_size} utterances = {crops_per_item * args.batch_size} crops\n"
+    )
     print(f"{'setting':<52} {'startup s':>10} {'crops/s':>9} {'x training':>11}")
     print("-" * 85)
     for name, startup, rate in rows:
         startup_text = f"{startup:10.2f}" if startup == startup else f"{'-':>10}"
         print(f"{name:<52} {startup_text} {rate:9.1f} {rate / train_rate:10.1f}x")
     print("-" * 85)
-    print(f"{'training step (' + args.model + ' ' + model_name + ', fwd+bwd)':<52} {'':>10} {train_rate:9.1f} {1.0:10.1f}x")
+    print(
+        f"{'training step (' + args.model + ' ' + model_name + ', fwd+bwd)':<52} {'':>10} "
+        f"{train_rate:9.1f} {1.0:10.1f}x"
+    )
     print(f"  one step = {step_seconds:.2f} s for {crops_per_item * args.batch_size} crops")
     best = max(rate for name, _, rate in rows if "worker" in name and "aug on" in name)
     verdict = "keeps up" if best >= 2 * train_rate else "does NOT keep up"
-    print(f"\nbest augmented loader: {best / train_rate:.1f}x the training step's consumption -> {verdict} (target >= 2x)")
+    print(
+        f"\nbest augmented loader: {best / train_rate:.1f}x the training step's consumption -> {verdict} (target >= 2x)"
+    )
 
 
 if __name__ == "__main__":

@@ -35,10 +35,9 @@ from pathlib import Path
 from typing import Callable, Dict, Optional
 
 import torch
-
 from _harness import ROOT, interleaved, machine_line, table
 
-from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechModel  # noqa: E402
+from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechModel
 
 ECAPA = dict(backbone="ecapa_tdnn", ecapa_channels=512, pooling="attentive_statistics", embedding_size=192)
 RESNET = dict(backbone="resnet", resnet_layers=[3, 4, 6, 3], resnet_base_width=32, embedding_size=256)
@@ -50,8 +49,13 @@ def load_reference_code(commit: str) -> Optional[Dict[str, types.ModuleType]]:
     folder = Path(tempfile.mkdtemp(prefix="dino_speech_before_"))
     for name in ("pooling", "ecapa_tdnn", "resnet"):
         try:
-            source = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:modeling_dino_speech/{name}.py"],
-                                    capture_output=True, text=True, check=True, timeout=30).stdout
+            source = subprocess.run(
+                ["git", "-C", str(ROOT), "show", f"{commit}:modeling_dino_speech/{name}.py"],
+                capture_output=True,
+                text=True,
+                check=True,
+                timeout=30,
+            ).stdout
         except (OSError, subprocess.SubprocessError):
             return None
         (folder / f"{name}.py").write_text(source)
@@ -73,8 +77,9 @@ def with_reference_code(model: DinoSpeechModel, code: Dict[str, types.ModuleType
     c = model.config
     before = copy.deepcopy(model)
     if c.backbone == "ecapa_tdnn":
-        before.backbone = code["ecapa_tdnn"].ECAPATDNN(c.num_mel_bins, c.ecapa_channels, c.ecapa_scale,
-                                                         c.ecapa_se_channels, c.ecapa_mfa_channels)
+        before.backbone = code["ecapa_tdnn"].ECAPATDNN(
+            c.num_mel_bins, c.ecapa_channels, c.ecapa_scale, c.ecapa_se_channels, c.ecapa_mfa_channels
+        )
     else:
         before.backbone = code["resnet"].ResNet(c.num_mel_bins, c.resnet_layers, c.resnet_base_width)
     before.pooling = code["pooling"].build_pooling(c.pooling, before.backbone.output_channels, c.attention_channels)
@@ -181,10 +186,26 @@ def main() -> None:
         for times, size in ((single, args.single), (single_1t, args.single), (batched, args.batch)):
             cells += [f"{size / times[n]:.1f}", f"{times[sb_name] / times[n]:.2f}x" if sb_name else "-"]
         rows.append(cells)
-    print(f"\nTable 1. Embeddings/s, {args.seconds:g} s utterances, eval + inference_mode, {args.threads} thread(s) "
-          f"unless noted (median of {args.rounds} interleaved rounds)")
-    print(table(["model", "params", "GFLOP/utt", "batch 1 emb/s", "vs speechbrain", "batch 1, 1 thread",
-                 "vs speechbrain", f"batch {args.batch} emb/s", "vs speechbrain"], rows))
+    print(
+        f"\nTable 1. Embeddings/s, {args.seconds:g} s utterances, eval + inference_mode, {args.threads} thread(s) "
+        f"unless noted (median of {args.rounds} interleaved rounds)"
+    )
+    print(
+        table(
+            [
+                "model",
+                "params",
+                "GFLOP/utt",
+                "batch 1 emb/s",
+                "vs speechbrain",
+                "batch 1, 1 thread",
+                "vs speechbrain",
+                f"batch {args.batch} emb/s",
+                "vs speechbrain",
+            ],
+            rows,
+        )
+    )
 
     # Table 2: what each inference choice buys, each against its alternative in one interleaved group.
     rows = []
@@ -200,35 +221,89 @@ def main() -> None:
             def run():
                 with context():
                     return model(x)
+
             return run
 
-        modes = interleaved({"autograd on": grad_mode(contextlib.nullcontext), "no_grad": grad_mode(torch.no_grad),
-                             "inference_mode": grad_mode(torch.inference_mode)}, args.rounds, sync=sync)
+        modes = interleaved(
+            {
+                "autograd on": grad_mode(contextlib.nullcontext),
+                "no_grad": grad_mode(torch.no_grad),
+                "inference_mode": grad_mode(torch.inference_mode),
+            },
+            args.rounds,
+            sync=sync,
+        )
         for mode in ("autograd on", "no_grad"):
-            rows.append([name, batch, "inference_mode", mode, f"{batch / modes['inference_mode']:.1f}",
-                         f"{batch / modes[mode]:.1f}", f"{modes[mode] / modes['inference_mode']:.2f}x"])
+            rows.append(
+                [
+                    name,
+                    batch,
+                    "inference_mode",
+                    mode,
+                    f"{batch / modes['inference_mode']:.1f}",
+                    f"{batch / modes[mode]:.1f}",
+                    f"{modes[mode] / modes['inference_mode']:.2f}x",
+                ]
+            )
         with torch.inference_mode():
-            masks = interleaved({"none": lambda: model(x), "all ones": lambda: model(x, torch.ones_like(mask)),
-                                 "padded": lambda: model(x, mask)}, args.rounds, sync=sync)
-        rows.append([name, batch, "no attention_mask", "padded batch (masked path)", f"{batch / masks['none']:.1f}",
-                     f"{batch / masks['padded']:.1f}", f"{masks['padded'] / masks['none']:.2f}x"])
-        rows.append([name, batch, "mask without padding", "padded batch (masked path)",
-                     f"{batch / masks['all ones']:.1f}", f"{batch / masks['padded']:.1f}",
-                     f"{masks['padded'] / masks['all ones']:.2f}x"])
+            masks = interleaved(
+                {
+                    "none": lambda: model(x),
+                    "all ones": lambda: model(x, torch.ones_like(mask)),
+                    "padded": lambda: model(x, mask),
+                },
+                args.rounds,
+                sync=sync,
+            )
+        rows.append(
+            [
+                name,
+                batch,
+                "no attention_mask",
+                "padded batch (masked path)",
+                f"{batch / masks['none']:.1f}",
+                f"{batch / masks['padded']:.1f}",
+                f"{masks['padded'] / masks['none']:.2f}x",
+            ]
+        )
+        rows.append(
+            [
+                name,
+                batch,
+                "mask without padding",
+                "padded batch (masked path)",
+                f"{batch / masks['all ones']:.1f}",
+                f"{batch / masks['padded']:.1f}",
+                f"{masks['padded'] / masks['all ones']:.2f}x",
+            ]
+        )
         if name == "ResNet34":
+
             def layout(channels_last: bool) -> Callable[[], object]:
                 def run():
                     model.backbone.channels_last = channels_last
                     return model(x)
+
                 return run
 
             with torch.inference_mode():
                 layouts = interleaved({"cl": layout(True), "plain": layout(False)}, args.rounds, sync=sync)
             model.backbone.channels_last = None
-            rows.append([name, batch, "channels-last", "contiguous (NCHW)", f"{batch / layouts['cl']:.1f}",
-                         f"{batch / layouts['plain']:.1f}", f"{layouts['plain'] / layouts['cl']:.2f}x"])
-    print(f"\nTable 2. What each inference choice buys (ours; embeddings/s, {args.threads} thread(s), "
-          f"median of {args.rounds} interleaved rounds)")
+            rows.append(
+                [
+                    name,
+                    batch,
+                    "channels-last",
+                    "contiguous (NCHW)",
+                    f"{batch / layouts['cl']:.1f}",
+                    f"{batch / layouts['plain']:.1f}",
+                    f"{layouts['plain'] / layouts['cl']:.2f}x",
+                ]
+            )
+    print(
+        f"\nTable 2. What each inference choice buys (ours; embeddings/s, {args.threads} thread(s), "
+        f"median of {args.rounds} interleaved rounds)"
+    )
     print(table(["model", "batch", "choice", "alternative", "emb/s with", "emb/s alternative", "speed-up"], rows))
     print("(batching: Table 1, batch 1 against batch N)")
 
@@ -244,14 +319,37 @@ def main() -> None:
             sync()
             compile_s = time.perf_counter() - start
             diff = (out.embeddings - model(x_big).embeddings).abs().max().item()
-            result = interleaved({"eager": lambda: model(x_big), "compiled": lambda: compiled(x_big)}, args.rounds,
-                                 sync=sync)
-        rows.append([name, args.batch, f"{compile_s:.0f}", f"{args.batch / result['eager']:.1f}",
-                     f"{args.batch / result['compiled']:.1f}", f"{result['eager'] / result['compiled']:.2f}x",
-                     f"{diff:.1e}", repay(compile_s, result["eager"] - result["compiled"])])
+            result = interleaved(
+                {"eager": lambda: model(x_big), "compiled": lambda: compiled(x_big)}, args.rounds, sync=sync
+            )
+        rows.append(
+            [
+                name,
+                args.batch,
+                f"{compile_s:.0f}",
+                f"{args.batch / result['eager']:.1f}",
+                f"{args.batch / result['compiled']:.1f}",
+                f"{result['eager'] / result['compiled']:.2f}x",
+                f"{diff:.1e}",
+                repay(compile_s, result["eager"] - result["compiled"]),
+            ]
+        )
     print(f"\nTable 3. torch.compile (inductor, dynamic=False), inference_mode, {args.threads} thread(s)")
-    print(table(["model", "batch", "compile s", "eager emb/s", "compiled emb/s", "speed-up", "max |diff|",
-                 "batches to repay compile"], rows))
+    print(
+        table(
+            [
+                "model",
+                "batch",
+                "compile s",
+                "eager emb/s",
+                "compiled emb/s",
+                "speed-up",
+                "max |diff|",
+                "batches to repay compile",
+            ],
+            rows,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -25,11 +25,10 @@ import argparse
 import numpy as np
 import torch
 import torchaudio.compliance.kaldi as kaldi
+from _harness import interleaved, machine_line, table
 from torchaudio.functional import sliding_window_cmn
 
-from _harness import interleaved, machine_line, table
-
-from modeling_dino_speech import DinoSpeechFeatureExtractor  # noqa: E402
+from modeling_dino_speech import DinoSpeechFeatureExtractor
 
 SR = 16000
 BASELINE = "kaldi.fbank loop + utterance CMN (baseline)"
@@ -40,8 +39,16 @@ def kaldi_loop(waves: torch.Tensor, sliding: bool = False) -> list:
     """Per-utterance fbank + utterance CMN, the wespeaker / 3D-Speaker way (or torchaudio's sliding CMN)."""
     out = []
     for wave in waves:
-        feats = kaldi.fbank(wave[None] * 32768.0, num_mel_bins=80, frame_length=25.0, frame_shift=10.0,
-                            dither=0.0, low_freq=20.0, high_freq=7600.0, sample_frequency=SR)
+        feats = kaldi.fbank(
+            wave[None] * 32768.0,
+            num_mel_bins=80,
+            frame_length=25.0,
+            frame_shift=10.0,
+            dither=0.0,
+            low_freq=20.0,
+            high_freq=7600.0,
+            sample_frequency=SR,
+        )
         if sliding:
             out.append(sliding_window_cmn(feats, cmn_window=150, center=True))
         else:
@@ -53,8 +60,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--batches", type=int, nargs="+", default=[32, 128])
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2],
-                        help="intra-op thread counts (DataLoader workers run with 1)")
+    parser.add_argument(
+        "--threads", type=int, nargs="+", default=[1, 2], help="intra-op thread counts (DataLoader workers run with 1)"
+    )
     parser.add_argument("--chunk", type=int, default=8, help="utterances per call in the chunked row")
     parser.add_argument("--rounds", type=int, default=5)
     args = parser.parse_args()
@@ -74,27 +82,57 @@ def main() -> None:
                 ours, _ = utterance_cmn.compute_features(waves)
                 reference = torch.stack(kaldi_loop(waves))
                 diff = (ours - reference).abs().max().item()
-                sliding_diff = (sliding_cmn.compute_features(waves)[0] - torch.stack(kaldi_loop(waves, True))).abs().max()
-                times = interleaved({
-                    BASELINE: lambda: kaldi_loop(waves),
-                    SLIDING_BASELINE: lambda: kaldi_loop(waves, sliding=True),
-                    "ours compute_features, utterance CMN": lambda: utterance_cmn.compute_features(waves),
-                    "ours compute_features, sliding CMN (default)": lambda: sliding_cmn.compute_features(waves),
-                    f"ours compute_features, sliding CMN, {args.chunk} utterances per call":
-                        lambda: [sliding_cmn.compute_features(w) for w in waves.split(args.chunk)],
-                    "ours __call__ (numpy list), sliding CMN":
-                        lambda: sliding_cmn(arrays, sampling_rate=SR, return_tensors="pt"),
-                }, args.rounds)
+                sliding_diff = (
+                    (sliding_cmn.compute_features(waves)[0] - torch.stack(kaldi_loop(waves, True))).abs().max()
+                )
+                times = interleaved(
+                    {
+                        BASELINE: lambda: kaldi_loop(waves),
+                        SLIDING_BASELINE: lambda: kaldi_loop(waves, sliding=True),
+                        "ours compute_features, utterance CMN": lambda: utterance_cmn.compute_features(waves),
+                        "ours compute_features, sliding CMN (default)": lambda: sliding_cmn.compute_features(waves),
+                        f"ours compute_features, sliding CMN, {args.chunk} utterances per call": lambda: [
+                            sliding_cmn.compute_features(w) for w in waves.split(args.chunk)
+                        ],
+                        "ours __call__ (numpy list), sliding CMN": lambda: sliding_cmn(
+                            arrays, sampling_rate=SR, return_tensors="pt"
+                        ),
+                    },
+                    args.rounds,
+                )
             for name, seconds in times.items():
                 same_cmn = times[SLIDING_BASELINE if "sliding" in name else BASELINE]
-                rows.append([threads, f"{batch} x {args.seconds:g} s", name, f"{seconds * 1e3:.1f}",
-                             f"{batch * args.seconds / seconds:.0f}", f"{times[BASELINE] / seconds:.2f}x",
-                             f"{same_cmn / seconds:.2f}x"])
-            print(f"{threads} thread(s), batch {batch}: max |ours - kaldi.fbank loop| = {diff:.2e} (utterance CMN), "
-                  f"{sliding_diff:.2e} (sliding CMN) in log-mel units")
+                rows.append(
+                    [
+                        threads,
+                        f"{batch} x {args.seconds:g} s",
+                        name,
+                        f"{seconds * 1e3:.1f}",
+                        f"{batch * args.seconds / seconds:.0f}",
+                        f"{times[BASELINE] / seconds:.2f}x",
+                        f"{same_cmn / seconds:.2f}x",
+                    ]
+                )
+            print(
+                f"{threads} thread(s), batch {batch}: max |ours - kaldi.fbank loop| = {diff:.2e} (utterance CMN), "
+                f"{sliding_diff:.2e} (sliding CMN) in log-mel units"
+            )
     print(f"\nFbank of 16 kHz audio, median of {args.rounds} interleaved rounds")
-    print(table(["threads", "batch", "method", "ms / batch", "audio s / s", "vs utterance-CMN loop",
-                 "vs loop with the same CMN"], rows))
+    print(
+        table(
+            [
+                "threads",
+                "batch",
+                "method",
+                "ms / batch",
+                "audio s / s",
+                "vs utterance-CMN loop",
+                "vs loop with the same CMN",
+            ],
+            rows,
+        )
+    )
+
 
 if __name__ == "__main__":
     main()

@@ -1,12 +1,12 @@
-"""EER + minDCF(0.01, 0.05) on a large trial list: eval.metrics vs. the usual scikit-learn roc_curve route.
+"""EER + minDCF(0.01, 0.05) on a large trial list: dino-speech metrics vs. the usual scikit-learn roc_curve route.
 
     python benchmarks/bench_metrics.py                 # 10M trials
     python benchmarks/bench_metrics.py --trials 1000000 --repeats 5
 
 Both routes compute the same three numbers from the same scores (and must agree to 1e-9); the table gives
 the best-of-``repeats`` wall time of each, run alternately so that machine load hits both alike. Cases:
-float32 cosine-like scores (what modeling_dino_speech.evaluation.verification produces), float64 scores, and tie-heavy scores rounded to
-two decimals.
+float32 cosine-like scores (what verification produces), float64 scores, and tie-heavy scores rounded to two
+decimals.
 """
 
 from __future__ import annotations
@@ -67,8 +67,9 @@ def main() -> None:
         "float64 scores": scores,
         "tie-heavy (2 decimals)": np.round(scores, 2),
     }
-    print(f"{args.trials:,} trials ({labels.sum():,} targets), best of {args.repeats}; "
-          "EER + minDCF@0.01 + minDCF@0.05\n")
+    print(
+        f"{args.trials:,} trials ({labels.sum():,} targets), best of {args.repeats}; EER + minDCF@0.01 + minDCF@0.05\n"
+    )
     header = f"{'case':<24} {'eval.metrics s':>15} {'sklearn roc_curve s':>20} {'speed-up':>9} {'max |diff|':>11}"
     print(header)
     print("-" * len(header))

@@ -28,7 +28,6 @@ import sys
 import time
 
 import torch
-
 from _harness import ROOT, interleaved, machine_line, peak_rss_mb, table
 
 VOXCELEB2_DEV_UTTERANCES = 1_092_009
@@ -61,8 +60,9 @@ def run_worker(recipe: str, batch: int, steps: int, threads: int, device: str) -
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
     freeze_batchnorm_statistics(teacher)
-    dino_loss = DINOLoss(config.dino_num_prototypes, crops.n_global, cfg.dino.student_temperature,
-                         cfg.dino.center_momentum).to(dev)
+    dino_loss = DINOLoss(
+        config.dino_num_prototypes, crops.n_global, cfg.dino.student_temperature, cfg.dino.center_momentum
+    ).to(dev)
     optimizer = torch.optim.AdamW(param_groups(student), lr=1e-4, betas=tuple(cfg.optim.betas))
     # AdamW's moment buffers appear at the first step; allocate them now so "after setup" includes them.
     for group in optimizer.param_groups:
@@ -103,12 +103,20 @@ def run_worker(recipe: str, batch: int, steps: int, threads: int, device: str) -
     seconds = sorted(times)[len(times) // 2]
     n_crops = crops.n_global + crops.n_local
     return {
-        "recipe": recipe, "model": f"{config.backbone}", "params_m": sum(p.numel() for p in student.parameters()) / 1e6,
-        "batch": batch, "recipe_batch": cfg.data.batch_size, "crops": f"{crops.n_global}x{crops.global_seconds:g}s + "
-        f"{crops.n_local}x{crops.local_seconds:g}s", "step_s": seconds, "crops_per_s": batch * n_crops / seconds,
-        "utts_per_s": batch / seconds, "rss_setup_mb": rss_setup, "rss_peak_mb": peak_rss_mb(),
+        "recipe": recipe,
+        "model": f"{config.backbone}",
+        "params_m": sum(p.numel() for p in student.parameters()) / 1e6,
+        "batch": batch,
+        "recipe_batch": cfg.data.batch_size,
+        "crops": f"{crops.n_global}x{crops.global_seconds:g}s + {crops.n_local}x{crops.local_seconds:g}s",
+        "step_s": seconds,
+        "crops_per_s": batch * n_crops / seconds,
+        "utts_per_s": batch / seconds,
+        "rss_setup_mb": rss_setup,
+        "rss_peak_mb": peak_rss_mb(),
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
-        "threads": threads, "device": device,
+        "threads": threads,
+        "device": device,
     }
 
 
@@ -148,11 +156,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))
     parser.add_argument("--demo-batch", type=int, default=None, help="default: the recipe's (32)")
-    parser.add_argument("--paper-batch", type=int, default=4,
-                        help="the recipe's 96 takes minutes per step on a CPU; default 4 there")
+    parser.add_argument(
+        "--paper-batch", type=int, default=4, help="the recipe's 96 takes minutes per step on a CPU; default 4 there"
+    )
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up (median reported)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="default: the recipe's num_threads when it sets one, else 2")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="default: the recipe's num_threads when it sets one, else 2"
+    )
     parser.add_argument("--before", default="5e135be", help="git commit to compare the model code with ('' = skip)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the before/after comparison")
     parser.add_argument("--device", default="cpu")
@@ -173,8 +183,20 @@ def main() -> None:
         batch = {"demo": args.demo_batch, "paper": args.paper_batch}[recipe] or recipe_cfg.data.batch_size
         threads = args.threads or recipe_cfg.num_threads or 2
         plan.append((recipe, batch, threads))
-        command = [sys.executable, __file__, "--worker", recipe, "--batch", str(batch), "--steps", str(args.steps),
-                   "--threads", str(threads), "--device", args.device]
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            recipe,
+            "--batch",
+            str(batch),
+            "--steps",
+            str(args.steps),
+            "--threads",
+            str(threads),
+            "--device",
+            args.device,
+        ]
         done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
         if done.returncode != 0:
             print(f"{recipe}: the worker failed:\n{done.stderr[-3000:]}")
@@ -184,33 +206,78 @@ def main() -> None:
     rows = []
     for r in results:
         batch = f"{r['batch']}" + (f" (recipe: {r['recipe_batch']})" if r["batch"] != r["recipe_batch"] else "")
-        rows.append([r["recipe"], r["model"], r["threads"], f"{r['params_m']:.1f}M", r["crops"], batch,
-                     f"{r['step_s']:.2f}",
-                     f"{r['crops_per_s']:.1f}", f"{r['utts_per_s']:.2f}", f"{r['rss_setup_mb']:.0f}",
-                     f"{r['rss_peak_mb']:.0f}", f"{r['rss_peak_mb'] - r['rss_setup_mb']:.0f}",
-                     "-" if r["cuda_peak_mb"] is None else f"{r['cuda_peak_mb']:.0f}"])
-    print(f"\nDINO training step on {args.device}, median of {args.steps} steps after one warm-up (student params "
-          "incl. DINO head)")
-    print(table(["recipe", "backbone", "threads", "student params", "crops / utterance", "batch", "s / step", "crops/s",
-                 "utterances/s", "RSS after setup MiB", "peak RSS MiB", "step peak - setup MiB",
-                 "CUDA peak MiB"], rows))
+        rows.append(
+            [
+                r["recipe"],
+                r["model"],
+                r["threads"],
+                f"{r['params_m']:.1f}M",
+                r["crops"],
+                batch,
+                f"{r['step_s']:.2f}",
+                f"{r['crops_per_s']:.1f}",
+                f"{r['utts_per_s']:.2f}",
+                f"{r['rss_setup_mb']:.0f}",
+                f"{r['rss_peak_mb']:.0f}",
+                f"{r['rss_peak_mb'] - r['rss_setup_mb']:.0f}",
+                "-" if r["cuda_peak_mb"] is None else f"{r['cuda_peak_mb']:.0f}",
+            ]
+        )
+    print(
+        f"\nDINO training step on {args.device}, median of {args.steps} steps after one warm-up (student params "
+        "incl. DINO head)"
+    )
+    print(
+        table(
+            [
+                "recipe",
+                "backbone",
+                "threads",
+                "student params",
+                "crops / utterance",
+                "batch",
+                "s / step",
+                "crops/s",
+                "utterances/s",
+                "RSS after setup MiB",
+                "peak RSS MiB",
+                "step peak - setup MiB",
+                "CUDA peak MiB",
+            ],
+            rows,
+        )
+    )
     print(f"\nOne epoch of VoxCeleb2 dev ({VOXCELEB2_DEV_UTTERANCES:,} utterances) at the measured rate:")
     for r in results:
-        print(f"  {r['recipe']}: {hours(r['utts_per_s'])} on this {r['device'].upper()} "
-              f"({r['utts_per_s']:.2f} utterances/s at batch {r['batch']})")
+        print(
+            f"  {r['recipe']}: {hours(r['utts_per_s'])} on this {r['device'].upper()} "
+            f"({r['utts_per_s']:.2f} utterances/s at batch {r['batch']})"
+        )
     if args.device == "cpu" and args.before:
         rows = []
         for recipe, batch, threads in plan:
             r = compare_with_reference(recipe, batch, threads, args.before, args.rounds)
             if r:
-                rows.append([recipe, threads, f"{r['crops']} x {r['frames']} frames", f"{r['current']:.2f}",
-                             f"{r['before']:.2f}", f"{r['before'] / r['current']:.2f}x"])
-        print(f"\nStudent embedding network, forward + backward on the global crops (train mode): this code vs "
-              f"the model code at {args.before}, median of {args.rounds} interleaved rounds")
+                rows.append(
+                    [
+                        recipe,
+                        threads,
+                        f"{r['crops']} x {r['frames']} frames",
+                        f"{r['current']:.2f}",
+                        f"{r['before']:.2f}",
+                        f"{r['before'] / r['current']:.2f}x",
+                    ]
+                )
+        print(
+            f"\nStudent embedding network, forward + backward on the global crops (train mode): this code vs "
+            f"the model code at {args.before}, median of {args.rounds} interleaved rounds"
+        )
         print(table(["recipe", "threads", "input", "s now", "s before", "speed-up"], rows))
     if args.device == "cpu":
-        print("These are CPU figures: they say CPU training on VoxCeleb2 is impractical, nothing more. Real epoch "
-              "estimates need GPU measurements (--device cuda), at the recipe's batch size and mixed precision.")
+        print(
+            "These are CPU figures: they say CPU training on VoxCeleb2 is impractical, nothing more. Real epoch "
+            "estimates need GPU measurements (--device cuda), at the recipe's batch size and mixed precision."
+        )
 
 
 if __name__ == "__main__":

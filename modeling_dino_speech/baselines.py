@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FBANK_STATS", "RANDOM_INIT_PREFIX", "FbankStatistics", "BaselineOutput", "fbank_statistics", "random_init"]
+__all__ = ["FBANK_STATS", "RANDOM_INIT_PREFIX", "BaselineOutput", "FbankStatistics", "fbank_statistics", "random_init"]
 
 FBANK_STATS = "fbank-stats"
 RANDOM_INIT_PREFIX = "random-init:"
@@ -54,17 +54,18 @@ class FbankStatistics(nn.Module):
         return BaselineOutput(torch.cat([F.normalize(shape, dim=-1), F.normalize(std, dim=-1)], dim=-1))
 
 
-def fbank_statistics(num_mel_bins: int = 80) -> Tuple[FbankStatistics, "object"]:
+def fbank_statistics(num_mel_bins: int = 80) -> Tuple[FbankStatistics, object]:
     """The fbank-statistics system and its feature extractor (Kaldi fbank, no mean normalisation)."""
     from modeling_dino_speech import DinoSpeechFeatureExtractor
 
     return FbankStatistics().eval(), DinoSpeechFeatureExtractor(feature_size=num_mel_bins, mean_normalization=None)
 
 
-def random_init(checkpoint: str | os.PathLike, seed: int = 0) -> Tuple[nn.Module, "object"]:
+def random_init(checkpoint: str | os.PathLike, seed: int = 0) -> Tuple[nn.Module, object]:
     """The architecture (config) and feature extractor of ``checkpoint``, with seeded random weights."""
-    import modeling_dino_speech  # noqa: F401  (registers the Auto classes)
     from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+    import modeling_dino_speech  # noqa: F401  (registers the Auto classes)
 
     config = AutoConfig.from_pretrained(checkpoint)
     torch.manual_seed(seed)

@@ -37,9 +37,11 @@ COMMANDS: Dict[str, Tuple[str, str]] = {
 
 def _train_parser(prog: str) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog=prog, description="DINO pre-training and iterative pseudo-labelling. Overrides are `section.key=value` "
+        prog=prog,
+        description="DINO pre-training and iterative pseudo-labelling. Overrides are `section.key=value` "
         "(or a bare key when unambiguous, e.g. `max_steps=50`); values are YAML. A plain run is one process; "
-        "`accelerate launch` runs several.")
+        "`accelerate launch` runs several.",
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     dino = sub.add_parser("dino", help="DINO self-supervised pre-training")
     dino.add_argument("--config", required=True, help="YAML recipe (configs/*.yaml)")
@@ -99,8 +101,11 @@ def _usage() -> str:
     rows = [("train", "DINO pre-training (train dino) and pseudo-labelling (train pseudo-label)")]
     rows += [(name, text) for name, (_, text) in COMMANDS.items()]
     width = max(len(name) for name, _ in rows)
-    lines = ["usage: dino-speech <command> [options]   (dino-speech <command> --help for its options)", "",
-             "commands:"] + [f"  {name:<{width}}  {text}" for name, text in rows]
+    lines = [
+        "usage: dino-speech <command> [options]   (dino-speech <command> --help for its options)",
+        "",
+        "commands:",
+    ] + [f"  {name:<{width}}  {text}" for name, text in rows]
     return "\n".join(lines)
 
 

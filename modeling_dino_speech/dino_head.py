@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -46,7 +48,7 @@ class DINOHead(nn.Module):
             raise ValueError(f"num_layers must be >= 1, got {num_layers}")
         sizes = [in_dim] + [hidden_size] * (num_layers - 1) + [bottleneck_size]
         layers = []
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        for i, (a, b) in enumerate(itertools.pairwise(sizes)):
             layers.append(nn.Linear(a, b))
             if i < num_layers - 1:
                 layers.append(nn.GELU())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from typing import Iterator, List, Optional, Sequence, Tuple, Union
@@ -111,7 +112,7 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
         return output
 
     @classmethod
-    def from_model_config(cls, config) -> "DinoSpeechFeatureExtractor":
+    def from_model_config(cls, config) -> DinoSpeechFeatureExtractor:
         """Build the feature extractor that a [`DinoSpeechConfig`] was trained with."""
         return cls(**config.feature_extractor_kwargs)
 
@@ -137,7 +138,9 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             )
         return 0 if num_samples < self.win_length else 1 + (num_samples - self.win_length) // self.hop_length
 
-    def _constants(self, device: torch.device) -> Tuple[torch.Tensor, torch.Tensor, slice, List[Tuple[int, int, torch.Tensor]]]:
+    def _constants(
+        self, device: torch.device
+    ) -> Tuple[torch.Tensor, torch.Tensor, slice, List[Tuple[int, int, torch.Tensor]]]:
         """Window, DC-removal window and mel filters, folded for `_log_mel` and cached per device.
 
         Returns `window` `(n_fft,)` (povey window times `waveform_scale`, zero past `win_length`); `dc_window`, what
@@ -149,9 +152,10 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
         key = str(device)
         if key not in self._mel_cache:
             window = torch.zeros(self.n_fft, dtype=torch.float64)
-            window[: self.win_length] = torch.hann_window(self.win_length, periodic=False, dtype=torch.float64).pow(
-                _POVEY_EXPONENT
-            ) * self.waveform_scale
+            window[: self.win_length] = (
+                torch.hann_window(self.win_length, periodic=False, dtype=torch.float64).pow(_POVEY_EXPONENT)
+                * self.waveform_scale
+            )
             banks = torch.from_numpy(
                 kaldi_mel_filter_bank(self.feature_size, self.n_fft, self.sampling_rate, self.low_freq, self.high_freq)
             )
@@ -161,11 +165,13 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             # zeros, a product per group of neighbouring filters only on the bins that group covers.
             groups = []
             edges = np.unique(np.linspace(0, self.feature_size, min(_MEL_GROUPS, self.feature_size) + 1).astype(int))
-            for low, high in zip(edges[:-1], edges[1:]):
+            for low, high in itertools.pairwise(edges):
                 rows = banks[:, low:high].abs().sum(dim=1).nonzero().flatten()
                 start, end = int(rows.min()), int(rows.max()) + 1
                 block = banks[start:end, low:high].repeat_interleave(2, dim=0)
-                groups.append((2 * (start - first_bin), 2 * (end - first_bin), block.to(device=device, dtype=torch.float32)))
+                groups.append(
+                    (2 * (start - first_bin), 2 * (end - first_bin), block.to(device=device, dtype=torch.float32))
+                )
             self._mel_cache[key] = (
                 window.to(device=device, dtype=torch.float32),
                 (window * -(1.0 - _PREEMPHASIS)).to(device=device, dtype=torch.float32),
@@ -258,8 +264,9 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             frames[:size].addcmul_(frame_means, dc_window)
             torch.fft.rfft(frames[:size], out=spectrum[:size])
             interleaved = torch.view_as_real(spectrum[:size, :, bins]).flatten(-2).square_()
-            torch.cat([torch.matmul(interleaved[..., start:end], b) for start, end, b in mel_groups], dim=-1,
-                      out=out[rows])
+            torch.cat(
+                [torch.matmul(interleaved[..., start:end], b) for start, end, b in mel_groups], dim=-1, out=out[rows]
+            )
             out[rows].clamp_min_(_LOG_FLOOR).log_()
             yield rows
 
@@ -323,7 +330,9 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             )
             sampling_rate = self.sampling_rate
         if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
-            raise TypeError(f"sampling_rate must be a positive int (Hz), got {sampling_rate!r} ({type(sampling_rate).__name__})")
+            raise TypeError(
+                f"sampling_rate must be a positive int (Hz), got {sampling_rate!r} ({type(sampling_rate).__name__})"
+            )
         waveforms = [resample(w, int(sampling_rate), self.sampling_rate) for w in self._as_waveform_list(raw_speech)]
         device = torch.device(device) if device is not None else torch.device("cpu")
         tensors = [torch.as_tensor(w, dtype=torch.float32, device=device) for w in waveforms]

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["resolve_device", "load_model", "embed_files", "write_embeddings", "read_embeddings", "main"]
+__all__ = ["embed_files", "load_model", "main", "read_embeddings", "resolve_device", "write_embeddings"]
 
 SAMPLING_RATE = 16000
 
@@ -59,7 +59,7 @@ def load_model(
     if spec == FBANK_STATS:
         model, feature_extractor = fbank_statistics()
     elif spec.startswith(RANDOM_INIT_PREFIX):
-        model, feature_extractor = random_init(_require_checkpoint(spec[len(RANDOM_INIT_PREFIX):]), seed=seed)
+        model, feature_extractor = random_init(_require_checkpoint(spec[len(RANDOM_INIT_PREFIX) :]), seed=seed)
     else:
         model, feature_extractor = _from_pretrained(spec)
     return model.float().to(resolve_device(device)).eval(), feature_extractor
@@ -79,15 +79,14 @@ def _from_pretrained(path: str) -> Tuple[nn.Module, Any]:
     if os.path.exists(path) or path.count("/") != 1:  # "org/name" without such a folder is a Hub id
         _require_checkpoint(path)
 
-    try:
-        import modeling_dino_speech  # noqa: F401  (registers the Auto classes)
-    except ImportError:
-        pass
+    # This package's Auto classes are registered: its own __init__ has run.
     try:
         return AutoModel.from_pretrained(path), AutoFeatureExtractor.from_pretrained(path)
     except ValueError:  # model type unknown to this environment: use the code saved with the checkpoint
-        return (AutoModel.from_pretrained(path, trust_remote_code=True),
-                AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True))
+        return (
+            AutoModel.from_pretrained(path, trust_remote_code=True),
+            AutoFeatureExtractor.from_pretrained(path, trust_remote_code=True),
+        )
 
 
 class _AudioFiles(torch.utils.data.Dataset):
@@ -132,8 +131,10 @@ def _embeddings_of(output: Any) -> torch.Tensor:
             return value
     hidden = getattr(output, "last_hidden_state", None)
     if hidden is None:
-        raise TypeError(f"cannot find utterance embeddings in a {type(output).__name__} (no embeddings, "
-                        "pooler_output or last_hidden_state)")
+        raise TypeError(
+            f"cannot find utterance embeddings in a {type(output).__name__} (no embeddings, "
+            "pooler_output or last_hidden_state)"
+        )
     return hidden.mean(dim=1)
 
 
@@ -186,15 +187,20 @@ def embed_files(
     window_s = float(getattr(feature_extractor, "frame_length_ms", 25.0)) / 1000.0
     short = [f"{p}: {d * 1000:.1f} ms" for p, d in zip(paths, durations) if d < window_s]
     if short:
-        raise ValueError(f"{len(short)} file(s) shorter than one {window_s * 1000:.0f} ms analysis window "
-                         "cannot be embedded:\n  " + "\n  ".join(short[:50]))
+        raise ValueError(
+            f"{len(short)} file(s) shorter than one {window_s * 1000:.0f} ms analysis window "
+            "cannot be embedded:\n  " + "\n  ".join(short[:50])
+        )
 
     device = _model_device(model) if device is None else resolve_device(device)
     model.to(device)
     takes_device = "device" in inspect.signature(feature_extractor.__call__).parameters
     batches = _length_batches(durations, batch_size, max_batch_seconds)
     loader = torch.utils.data.DataLoader(
-        _AudioFiles(paths), batch_sampler=batches, collate_fn=_collate, num_workers=num_workers,
+        _AudioFiles(paths),
+        batch_sampler=batches,
+        collate_fn=_collate,
+        num_workers=num_workers,
     )
     from tqdm.auto import tqdm
 
@@ -205,8 +211,9 @@ def embed_files(
         with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="file", disable=not progress) as bar:
             for indices, waveforms in loader:
                 if takes_device:  # dino-speech computes the fbank on the model's device
-                    batch = feature_extractor(waveforms, sampling_rate=SAMPLING_RATE, return_tensors="pt",
-                                              device=device)
+                    batch = feature_extractor(
+                        waveforms, sampling_rate=SAMPLING_RATE, return_tensors="pt", device=device
+                    )
                 else:
                     batch = feature_extractor(waveforms, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
                 batch = {k: v.to(device) for k, v in batch.items()}
@@ -277,8 +284,9 @@ def load_audio_list(source: str | os.PathLike) -> Any:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="dino-speech embed", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dino-speech embed", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="checkpoint folder, 'fbank-stats' or 'random-init:<folder>'")
     parser.add_argument("--input", required=True, help="folder of audio files (recursive) or manifest CSV")
     parser.add_argument("--out", required=True, help="embeddings.parquet or embeddings.npy")
@@ -292,9 +300,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     files = load_audio_list(args.input)
     model, feature_extractor = load_model(args.model, device=args.device)
-    embeddings = embed_files(model, feature_extractor, files["path"], durations=files["duration"],
-                             batch_size=args.batch_size, max_batch_seconds=args.max_batch_seconds,
-                             num_workers=args.num_workers)
+    embeddings = embed_files(
+        model,
+        feature_extractor,
+        files["path"],
+        durations=files["duration"],
+        batch_size=args.batch_size,
+        max_batch_seconds=args.max_batch_seconds,
+        num_workers=args.num_workers,
+    )
     write_embeddings(args.out, embeddings, files.to_pandas())
     print(f"{embeddings.shape[0]} embeddings of dimension {embeddings.shape[1]} -> {args.out}")
     return 0

@@ -26,8 +26,13 @@ class DINOLoss(nn.Module):
         center_momentum: EMA momentum of the centre.
     """
 
-    def __init__(self, num_prototypes: int, num_global_crops: int = 2, student_temperature: float = 0.1,
-                 center_momentum: float = 0.9):
+    def __init__(
+        self,
+        num_prototypes: int,
+        num_global_crops: int = 2,
+        student_temperature: float = 0.1,
+        center_momentum: float = 0.9,
+    ):
         super().__init__()
         self.num_global_crops = num_global_crops
         self.student_temperature = student_temperature
@@ -38,8 +43,9 @@ class DINOLoss(nn.Module):
         """`(V_t * B, K)` teacher logits -> centred, sharpened probabilities of the same shape."""
         return F.softmax((teacher_output.float() - self.center) / teacher_temperature, dim=-1)
 
-    def forward(self, student_output: torch.Tensor, teacher_output: torch.Tensor,
-                teacher_temperature: float) -> torch.Tensor:
+    def forward(
+        self, student_output: torch.Tensor, teacher_output: torch.Tensor, teacher_temperature: float
+    ) -> torch.Tensor:
         """
         Args:
             student_output: `(V_s * B, K)` logits, crops stacked view-major (all of view 0, then view 1, ...),
@@ -66,8 +72,9 @@ class DINOLoss(nn.Module):
         return total / pairs
 
     @torch.no_grad()
-    def update_center(self, teacher_output: torch.Tensor,
-                      all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+    def update_center(
+        self, teacher_output: torch.Tensor, all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None
+    ) -> None:
         """EMA of the batch mean of teacher logits; averaged over processes so every rank keeps one centre.
 
         Args:
@@ -91,8 +98,9 @@ class AAMSoftmax(nn.Module):
     applied.
     """
 
-    def __init__(self, embedding_size: int, num_labels: int, margin: float = 0.2, scale: float = 30.0,
-                 subcenters: int = 1):
+    def __init__(
+        self, embedding_size: int, num_labels: int, margin: float = 0.2, scale: float = 30.0, subcenters: int = 1
+    ):
         super().__init__()
         self.num_labels = num_labels
         self.subcenters = subcenters
@@ -117,8 +125,9 @@ class AAMSoftmax(nn.Module):
         cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
         with_margin = cos * cos_m - sin * sin_m
         # Past theta = pi - m, cos(theta + m) stops decreasing; use the linear extension as ArcFace does.
-        with_margin = torch.where(cos > math.cos(math.pi - self.margin), with_margin,
-                                  cos - math.sin(math.pi - self.margin) * self.margin)
+        with_margin = torch.where(
+            cos > math.cos(math.pi - self.margin), with_margin, cos - math.sin(math.pi - self.margin) * self.margin
+        )
         one_hot = F.one_hot(labels, self.num_labels).to(cos.dtype)
         logits = self.scale * (one_hot * with_margin + (1.0 - one_hot) * cos)
         return logits, F.cross_entropy(logits, labels)

@@ -22,8 +22,17 @@ import sys
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
-__all__ = ["TEMPLATE", "load_results", "merge_results", "eval_results", "results_markdown", "results_table",
-           "render_model_card", "write_model_card", "main"]
+__all__ = [
+    "TEMPLATE",
+    "eval_results",
+    "load_results",
+    "main",
+    "merge_results",
+    "render_model_card",
+    "results_markdown",
+    "results_table",
+    "write_model_card",
+]
 
 TEMPLATE = Path(__file__).resolve().parent / "model_card.md"
 
@@ -57,8 +66,10 @@ def load_results(path: PathLike) -> Results:
     except json.JSONDecodeError as err:
         raise ValueError(f"{path}: not JSON ({err})") from None
     if not isinstance(data, dict) or not ({"speaker_verification", "emotion_recognition"} & set(data)):
-        raise ValueError(f"{path}: no 'speaker_verification' or 'emotion_recognition' section "
-                         "(expected the output of dino-speech verify or dino-speech emotion)")
+        raise ValueError(
+            f"{path}: no 'speaker_verification' or 'emotion_recognition' section "
+            "(expected the output of dino-speech verify or dino-speech emotion)"
+        )
     return data
 
 
@@ -86,25 +97,66 @@ def eval_results(results: Mapping) -> list:
     entries = []
     for name, m in results.get("speaker_verification", {}).items():
         dataset_type, dataset_name = _dataset(name)
-        common = dict(task_type="speaker-verification", task_name="Speaker Verification", dataset_type=dataset_type,
-                      dataset_name=dataset_name, dataset_split="test", dataset_args={"trials": name})
+        common = dict(
+            task_type="speaker-verification",
+            task_name="Speaker Verification",
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            dataset_split="test",
+            dataset_args={"trials": name},
+        )
         variants = [("", m)] + ([(" AS-norm", m["as_norm"])] if "as_norm" in m else [])
         for suffix, metrics in variants:
-            entries.append(EvalResult(metric_type="eer", metric_value=round(metrics["eer"], 4),
-                                      metric_name=f"EER (%){suffix}", **common))
+            entries.append(
+                EvalResult(
+                    metric_type="eer", metric_value=round(metrics["eer"], 4), metric_name=f"EER (%){suffix}", **common
+                )
+            )
             for p in ("0.01", "0.05"):
-                entries.append(EvalResult(metric_type=f"min_dcf-p={p}", metric_value=round(metrics[f"min_dcf_{p}"], 4),
-                                          metric_name=f"minDCF (p_target={p}){suffix}", **common))
+                entries.append(
+                    EvalResult(
+                        metric_type=f"min_dcf-p={p}",
+                        metric_value=round(metrics[f"min_dcf_{p}"], 4),
+                        metric_name=f"minDCF (p_target={p}){suffix}",
+                        **common,
+                    )
+                )
     for name, m in results.get("emotion_recognition", {}).items():
         dataset_type, dataset_name = _dataset(name)
-        common = dict(task_type="audio-classification", task_name="Emotion Recognition", dataset_type=dataset_type,
-                      dataset_name=dataset_name, dataset_split="test", dataset_args={"protocol": m.get("protocol", "")})
-        entries.append(EvalResult(metric_type="f1", metric_config="micro", metric_value=round(m["micro_f1"], 4),
-                                  metric_name="micro-F1 (%)", **common))
-        entries.append(EvalResult(metric_type="f1", metric_config="macro", metric_value=round(m["macro_f1"], 4),
-                                  metric_name="macro-F1 (%)", **common))
-        entries.append(EvalResult(metric_type="unweighted_accuracy", metric_value=round(m["unweighted_accuracy"], 4),
-                                  metric_name="unweighted accuracy (%)", **common))
+        common = dict(
+            task_type="audio-classification",
+            task_name="Emotion Recognition",
+            dataset_type=dataset_type,
+            dataset_name=dataset_name,
+            dataset_split="test",
+            dataset_args={"protocol": m.get("protocol", "")},
+        )
+        entries.append(
+            EvalResult(
+                metric_type="f1",
+                metric_config="micro",
+                metric_value=round(m["micro_f1"], 4),
+                metric_name="micro-F1 (%)",
+                **common,
+            )
+        )
+        entries.append(
+            EvalResult(
+                metric_type="f1",
+                metric_config="macro",
+                metric_value=round(m["macro_f1"], 4),
+                metric_name="macro-F1 (%)",
+                **common,
+            )
+        )
+        entries.append(
+            EvalResult(
+                metric_type="unweighted_accuracy",
+                metric_value=round(m["unweighted_accuracy"], 4),
+                metric_name="unweighted accuracy (%)",
+                **common,
+            )
+        )
     return entries
 
 
@@ -116,20 +168,28 @@ def results_markdown(results: Mapping) -> str:
         rows = ["| trial list | trials | EER (%) | minDCF (0.01) | minDCF (0.05) |", "|---|---:|---:|---:|---:|"]
         for name, m in verification.items():
             label = _dataset(name)[1]
-            rows.append(f"| {label} | {m['num_trials']:,} | {m['eer']:.2f} | {m['min_dcf_0.01']:.4f} | "
-                        f"{m['min_dcf_0.05']:.4f} |")
+            rows.append(
+                f"| {label} | {m['num_trials']:,} | {m['eer']:.2f} | {m['min_dcf_0.01']:.4f} | "
+                f"{m['min_dcf_0.05']:.4f} |"
+            )
             if "as_norm" in m:
                 a = m["as_norm"]
-                rows.append(f"| {label}, AS-norm (cohort {a['cohort_size']}, top {a['top_k']}) | {m['num_trials']:,} | "
-                            f"{a['eer']:.2f} | {a['min_dcf_0.01']:.4f} | {a['min_dcf_0.05']:.4f} |")
+                rows.append(
+                    f"| {label}, AS-norm (cohort {a['cohort_size']}, top {a['top_k']}) | {m['num_trials']:,} | "
+                    f"{a['eer']:.2f} | {a['min_dcf_0.01']:.4f} | {a['min_dcf_0.05']:.4f} |"
+                )
         parts.append("Speaker verification (cosine scoring):\n\n" + "\n".join(rows))
     emotion = results.get("emotion_recognition", {})
     if emotion:
-        rows = ["| corpus | protocol | utterances | micro-F1 (%) | macro-F1 (%) | UA (%) |",
-                "|---|---|---:|---:|---:|---:|"]
+        rows = [
+            "| corpus | protocol | utterances | micro-F1 (%) | macro-F1 (%) | UA (%) |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
         for name, m in emotion.items():
-            rows.append(f"| {_dataset(name)[1]} | {m.get('protocol', '')} | {m.get('num_utterances', 0):,} | "
-                        f"{m['micro_f1']:.2f} | {m['macro_f1']:.2f} | {m['unweighted_accuracy']:.2f} |")
+            rows.append(
+                f"| {_dataset(name)[1]} | {m.get('protocol', '')} | {m.get('num_utterances', 0):,} | "
+                f"{m['micro_f1']:.2f} | {m['macro_f1']:.2f} | {m['unweighted_accuracy']:.2f} |"
+            )
         classifier = next(iter(emotion.values())).get("classifier", "logreg")
         parts.append(f"Emotion recognition (frozen embeddings + {classifier} classifier):\n\n" + "\n".join(rows))
     return "\n\n".join(parts) if parts else "No evaluation results were recorded for this checkpoint."
@@ -143,8 +203,12 @@ def results_table(systems: Mapping[str, Mapping]) -> str:
     for results in systems.values():
         lists += [n for n in results.get("speaker_verification", {}) if n not in lists]
         corpora += [n for n in results.get("emotion_recognition", {}) if n not in corpora]
-    header = (["system"] + [f"{_dataset(n)[1]} EER (%)" for n in lists]
-              + [f"{_dataset(n)[1]} minDCF0.01" for n in lists] + [f"{_dataset(n)[1]} micro-F1 (%)" for n in corpora])
+    header = (
+        ["system"]
+        + [f"{_dataset(n)[1]} EER (%)" for n in lists]
+        + [f"{_dataset(n)[1]} minDCF0.01" for n in lists]
+        + [f"{_dataset(n)[1]} micro-F1 (%)" for n in corpora]
+    )
     rows = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     for system, results in systems.items():
         sv, er = results.get("speaker_verification", {}), results.get("emotion_recognition", {})
@@ -174,15 +238,26 @@ def _model_summary(folder: Path) -> Dict[str, Any]:
     if not config_path.is_file():
         return {}
     config = json.loads(config_path.read_text(encoding="utf-8"))
-    keys = ("model_type", "architectures", "backbone", "resnet_layers", "resnet_base_width", "ecapa_channels",
-            "pooling", "embedding_size", "num_mel_bins", "sampling_rate", "mean_normalization")
+    keys = (
+        "model_type",
+        "architectures",
+        "backbone",
+        "resnet_layers",
+        "resnet_base_width",
+        "ecapa_channels",
+        "pooling",
+        "embedding_size",
+        "num_mel_bins",
+        "sampling_rate",
+        "mean_normalization",
+    )
     summary = {k: config[k] for k in keys if k in config}
     weights = folder / "model.safetensors"
     if weights.is_file():
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="np") as handle:
-            count = sum(int(_numel(handle.get_slice(name).get_shape())) for name in handle.keys())
+            count = sum(int(_numel(handle.get_slice(name).get_shape())) for name in handle.keys())  # noqa: SIM118 (safe_open is not iterable)
         summary["parameters"] = f"{count / 1e6:.2f} M (all tensors in model.safetensors)"
     return summary
 
@@ -213,35 +288,55 @@ def render_model_card(
 
     template = Path(template) if template is not None else TEMPLATE
     if not template.is_file():
-        raise FileNotFoundError(f"{template}: model card template does not exist "
-                                "(it ships with the dino-speech package)")
+        raise FileNotFoundError(
+            f"{template}: model card template does not exist (it ships with the dino-speech package)"
+        )
     sections = ("speaker_verification", "emotion_recognition")
     measured = sorted({_dataset(n)[0] for s in sections for n in results.get(s, {})})
-    tags = ["audio", "speech", "speaker-recognition", "speaker-verification", "speaker-embeddings",
-            "self-supervised-learning", "dino", "dino-speech"]
+    tags = [
+        "audio",
+        "speech",
+        "speaker-recognition",
+        "speaker-verification",
+        "speaker-embeddings",
+        "self-supervised-learning",
+        "dino",
+        "dino-speech",
+    ]
     if results.get("emotion_recognition"):
         tags.append("emotion-recognition")
     entries = eval_results(results)
     card_data = ModelCardData(
-        library_name="transformers", license=license, tags=tags,
+        library_name="transformers",
+        license=license,
+        tags=tags,
         datasets=list(datasets) if datasets else (measured or None),
         metrics=["eer", "min_dcf"] + (["f1"] if results.get("emotion_recognition") else []),
-        model_name=title if entries else None, eval_results=entries or None,
+        model_name=title if entries else None,
+        eval_results=entries or None,
     )
     plots_markdown = "\n\n".join(f"![{name}]({path})" for name, path in (plots or {}).items())
     return ModelCard.from_template(
-        card_data, template_path=str(template), title=title, repo_id=repo_id,
-        description=description or (
+        card_data,
+        template_path=str(template),
+        title=title,
+        repo_id=repo_id,
+        description=description
+        or (
             "Utterance-level speaker embeddings learnt **without speaker labels** by DINO self-distillation "
             "(Cho et al., *Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations*, "
-            "Interspeech 2022), trained with the `dino-speech` package. The teacher network gives the embeddings."),
-        results_markdown=results_markdown(results), plots_markdown=plots_markdown,
+            "Interspeech 2022), trained with the `dino-speech` package. The teacher network gives the embeddings."
+        ),
+        results_markdown=results_markdown(results),
+        plots_markdown=plots_markdown,
         model_markdown=_key_values(model_summary or {}, "See `config.json`."),
         training_markdown=_key_values(training or {}, "No training summary was recorded."),
-        limitations=limitations or (
+        limitations=limitations
+        or (
             "Embeddings reflect the training data: speakers, languages, channels and recording conditions far from "
             "it score less reliably. Cosine scores are not calibrated probabilities. Speaker embeddings are "
-            "biometric data: use them only with the consent of the people recorded."),
+            "biometric data: use them only with the consent of the people recorded."
+        ),
     )
 
 
@@ -271,7 +366,7 @@ def write_model_card(
     Args:
         folder: the ``save_pretrained`` folder.
         training: a summary of training (method, steps, data, ...), shown as a table.
-        results: a merged results dict, or results files from ``dino-speech verify`` / ``dino-speech emotion``; top-level
+        results: a merged results dict, or results files from ``dino-speech verify`` / ``emotion``; top-level
             numbers without a section (e.g. ``{"eer": ...}`` from training) are ignored.
         **kwargs: passed to :func:`render_model_card` (``datasets``, ``license``, ``repo_id``, ...).
     """
@@ -285,16 +380,18 @@ def write_model_card(
     else:
         merged = merge_results(results)
     plots = _copy_plots(merged, folder)
-    card = render_model_card(merged, title=title, training=training, model_summary=_model_summary(folder),
-                             plots=plots, **kwargs)
+    card = render_model_card(
+        merged, title=title, training=training, model_summary=_model_summary(folder), plots=plots, **kwargs
+    )
     path = folder / "README.md"
     card.save(path)
     return path
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="dino-speech report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dino-speech report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", help="checkpoint folder: its README.md is (re)written")
     parser.add_argument("--results", nargs="+", default=[], help="dino-speech verify / dino-speech emotion JSON files")
     parser.add_argument("--title", default="DINO speech embeddings")
@@ -303,8 +400,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--license", default="apache-2.0")
     parser.add_argument("--repo-id", default=None, help="Hub id shown in the usage example (default: the folder)")
     parser.add_argument("--template", default=None, help=f"model card template (default: {TEMPLATE})")
-    parser.add_argument("--compare", nargs="+", metavar="NAME=FILE[,FILE]",
-                        help="print a comparison table of several systems instead of writing a card")
+    parser.add_argument(
+        "--compare",
+        nargs="+",
+        metavar="NAME=FILE[,FILE]",
+        help="print a comparison table of several systems instead of writing a card",
+    )
     parser.add_argument("--out", help="with --compare: write the table to this file")
     args = parser.parse_args(argv)
 
@@ -328,9 +429,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             training = json.loads(Path(args.training).read_text(encoding="utf-8"))
         except (OSError, json.JSONDecodeError) as err:
             parser.error(f"--training {args.training}: cannot read a JSON training summary ({err})")
-    path = write_model_card(args.model, title=args.title, training=training, results=args.results or None,
-                            datasets=args.dataset, license=args.license, repo_id=args.repo_id or args.model,
-                            template=args.template)
+    path = write_model_card(
+        args.model,
+        title=args.title,
+        training=training,
+        results=args.results or None,
+        datasets=args.dataset,
+        license=args.license,
+        repo_id=args.repo_id or args.model,
+        template=args.template,
+    )
     print(f"model card -> {path}")
     return 0
 

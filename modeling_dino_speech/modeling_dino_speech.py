@@ -114,12 +114,17 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
             self.backbone = ResNet(config.num_mel_bins, config.resnet_layers, config.resnet_base_width)
         else:
             self.backbone = ECAPATDNN(
-                config.num_mel_bins, config.ecapa_channels, config.ecapa_scale, config.ecapa_se_channels,
+                config.num_mel_bins,
+                config.ecapa_channels,
+                config.ecapa_scale,
+                config.ecapa_se_channels,
                 config.ecapa_mfa_channels,
             )
         self.pooling = build_pooling(config.pooling, self.backbone.output_channels, config.attention_channels)
         # ECAPA normalises the pooled statistics before the embedding layer; the ResNet recipes do not.
-        self.pooled_norm = nn.BatchNorm1d(self.pooling.output_size) if config.backbone == "ecapa_tdnn" else nn.Identity()
+        self.pooled_norm = (
+            nn.BatchNorm1d(self.pooling.output_size) if config.backbone == "ecapa_tdnn" else nn.Identity()
+        )
         self.embedding = nn.Linear(self.pooling.output_size, config.embedding_size)
         self.post_init()
 
@@ -198,8 +203,12 @@ class DinoSpeechForPreTraining(DinoSpeechPreTrainedModel):
         super().__init__(config)
         self.dino_speech = DinoSpeechModel(config)
         self.dino_head = DINOHead(
-            config.embedding_size, config.dino_num_prototypes, config.dino_hidden_size,
-            config.dino_bottleneck_size, config.dino_num_layers, config.dino_norm_last_layer,
+            config.embedding_size,
+            config.dino_num_prototypes,
+            config.dino_hidden_size,
+            config.dino_bottleneck_size,
+            config.dino_num_layers,
+            config.dino_norm_last_layer,
         )
         self.post_init()
 

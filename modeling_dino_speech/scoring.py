@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["l2_normalize", "cosine_scores", "CohortStatistics", "cohort_statistics", "as_norm", "score_trials"]
+__all__ = ["CohortStatistics", "as_norm", "cohort_statistics", "cosine_scores", "l2_normalize", "score_trials"]
 
 
 def l2_normalize(embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -45,9 +45,9 @@ def cosine_scores(embeddings: np.ndarray, enroll_index: np.ndarray, test_index: 
     scores = np.empty(enroll_index.shape[0], dtype=np.float32)
     chunk = 1 << 16  # bounds the (chunk, D) gathers for million-trial lists
     for start in range(0, scores.shape[0], chunk):
-        e = unit[enroll_index[start:start + chunk]]
-        t = unit[test_index[start:start + chunk]]
-        scores[start:start + chunk] = np.einsum("td,td->t", e, t)
+        e = unit[enroll_index[start : start + chunk]]
+        t = unit[test_index[start : start + chunk]]
+        scores[start : start + chunk] = np.einsum("td,td->t", e, t)
     return scores
 
 
@@ -81,10 +81,10 @@ def cohort_statistics(
     mean = np.empty(unit.shape[0], dtype=np.float32)
     std = np.empty(unit.shape[0], dtype=np.float32)
     for start in range(0, unit.shape[0], chunk_size):
-        scores = unit[start:start + chunk_size] @ cohort_unit.T  # (chunk, K)
-        top = np.partition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k:]  # top k, unordered
-        mean[start:start + chunk_size] = top.mean(axis=1)
-        std[start:start + chunk_size] = top.std(axis=1)
+        scores = unit[start : start + chunk_size] @ cohort_unit.T  # (chunk, K)
+        top = np.partition(scores, scores.shape[1] - k, axis=1)[:, scores.shape[1] - k :]  # top k, unordered
+        mean[start : start + chunk_size] = top.mean(axis=1)
+        std[start : start + chunk_size] = top.std(axis=1)
     return CohortStatistics(mean, std)
 
 

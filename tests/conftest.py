@@ -14,6 +14,11 @@ def tiny_config():
     from modeling_dino_speech import DinoSpeechConfig
 
     return DinoSpeechConfig(
-        resnet_layers=[1, 1, 1, 1], resnet_base_width=8, embedding_size=32, dino_hidden_size=64,
-        dino_bottleneck_size=16, dino_num_prototypes=128, num_mel_bins=80,
+        resnet_layers=[1, 1, 1, 1],
+        resnet_base_width=8,
+        embedding_size=32,
+        dino_hidden_size=64,
+        dino_bottleneck_size=16,
+        dino_num_prototypes=128,
+        num_mel_bins=80,
     )

@@ -19,14 +19,20 @@ def synth_voice(speaker: int, seconds: float, rng: np.random.Generator) -> np.nd
     vibrato = 1 + 0.03 * np.sin(2 * np.pi * (3 + speaker % 3) * t)
     phase = 2 * np.pi * np.cumsum(f0 * vibrato) / SR
     tilt = 0.6 + 0.1 * (speaker % 4)
-    wave = sum((tilt ** h) * np.sin(h * phase) for h in range(1, 12))
+    wave = sum((tilt**h) * np.sin(h * phase) for h in range(1, 12))
     envelope = 0.5 + 0.5 * np.sin(2 * np.pi * (1.5 + 0.2 * speaker) * t) ** 2
     wave = wave * envelope + 0.02 * rng.standard_normal(t.size)
     return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
 
 
-def make_corpus(root: Path, speakers: int = 4, per_speaker: int = 6, seconds: Tuple[float, float] = (1.5, 3.0),
-                seed: int = 0, prefix: str = "spk") -> Path:
+def make_corpus(
+    root: Path,
+    speakers: int = 4,
+    per_speaker: int = 6,
+    seconds: Tuple[float, float] = (1.5, 3.0),
+    seed: int = 0,
+    prefix: str = "spk",
+) -> Path:
     """Write wavs and a manifest `train.csv` (path,speaker,duration); returns the manifest path."""
     rng = np.random.default_rng(seed)
     root.mkdir(parents=True, exist_ok=True)
@@ -54,7 +60,7 @@ def write_trials(root: Path, manifest: Path, out: Path, seed: int = 0) -> Path:
     rng = np.random.default_rng(seed)
     lines = []
     for i, a in enumerate(rows):
-        for b in rows[i + 1:]:
+        for b in rows[i + 1 :]:
             lines.append(f"{int(a['speaker'] == b['speaker'])} {a['path']} {b['path']}")
     rng.shuffle(lines)
     out.write_text("\n".join(lines) + "\n")

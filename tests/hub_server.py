@@ -164,7 +164,7 @@ class _HubHandler(BaseHTTPRequestHandler):
     server: HubServer
     server_version = "LoopbackHub/1.0"
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 - signature fixed by the base class
+    def log_message(self, format: str, *args) -> None:
         pass  # the default writes every request to stderr; the test reads `server.requests` instead
 
     # -- plumbing ----------------------------------------------------------------------------------------------
@@ -196,7 +196,7 @@ class _HubHandler(BaseHTTPRequestHandler):
             status, headers, body = self._route(path, authorized)
         except _HubError as error:
             status, headers, body = self._error(error)
-        except Exception as error:  # noqa: BLE001 - a bug here must reach the client as a 500, not a hang
+        except Exception as error:
             status, headers, body = self._error(_HubError(500, f"loopback hub bug: {error!r}"))
         try:
             self.send_response(status)
@@ -311,13 +311,15 @@ class _HubHandler(BaseHTTPRequestHandler):
             files = []
             for entry in payload.get("files", []):
                 existing = current.get(entry["path"])
-                files.append({
-                    "path": entry["path"],
-                    "uploadMode": "regular",  # never "lfs": see the module docstring
-                    "shouldIgnore": False,
-                    # the client skips files whose remote oid equals its local git oid (unchanged)
-                    "oid": git_blob_oid(existing) if existing is not None else None,
-                })
+                files.append(
+                    {
+                        "path": entry["path"],
+                        "uploadMode": "regular",  # never "lfs": see the module docstring
+                        "shouldIgnore": False,
+                        # the client skips files whose remote oid equals its local git oid (unchanged)
+                        "oid": git_blob_oid(existing) if existing is not None else None,
+                    }
+                )
         return self._json({"files": files, "commitOid": repo.head})
 
     def _commit(self, repo_id: str, revision: str, authorized: bool):
@@ -353,12 +355,14 @@ class _HubHandler(BaseHTTPRequestHandler):
                 else:
                     raise _HubError(400, f"unknown commit operation {key!r}")
             sha = repo.commit(files, header.get("summary", ""))
-        return self._json({
-            "commitUrl": f"{self.server.endpoint}/{repo_id}/commit/{sha}",
-            "commitOid": sha,
-            "success": True,
-            "pullRequestUrl": None,
-        })
+        return self._json(
+            {
+                "commitUrl": f"{self.server.endpoint}/{repo_id}/commit/{sha}",
+                "commitOid": sha,
+                "success": True,
+                "pullRequestUrl": None,
+            }
+        )
 
     def _model_info(self, repo_id: str, revision: str, authorized: bool):
         with self.server.lock:
@@ -394,7 +398,7 @@ class _HubHandler(BaseHTTPRequestHandler):
         for path, content in sorted(files.items()):
             if not path.startswith(prefix):
                 continue
-            relative = path[len(prefix):]
+            relative = path[len(prefix) :]
             if "/" in relative and not recursive:
                 folders.add(prefix + relative.split("/")[0])
                 continue

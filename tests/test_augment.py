@@ -2,8 +2,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from modeling_dino_speech.training.config import from_dict
-
 from modeling_dino_speech.data.augment import (
     AugmentConfig,
     Augmenter,
@@ -14,6 +12,7 @@ from modeling_dino_speech.data.augment import (
     synthetic_music,
     synthetic_rir,
 )
+from modeling_dino_speech.training.config import from_dict
 
 SR = 16000
 
@@ -145,7 +144,11 @@ def test_synthetic_music_is_tonal():
 @pytest.fixture
 def musan_and_rirs(tmp_path):
     musan = tmp_path / "musan"
-    for category, sub, freq in (("noise", "free-sound", 1000.0), ("music", "fma", 2000.0), ("speech", "librivox", 3000.0)):
+    for category, sub, freq in (
+        ("noise", "free-sound", 1000.0),
+        ("music", "fma", 2000.0),
+        ("speech", "librivox", 3000.0),
+    ):
         folder = musan / category / sub
         folder.mkdir(parents=True)
         for i in range(2):
@@ -173,8 +176,14 @@ def test_reads_musan_and_rirs_layouts(musan_and_rirs):
     x[0, ::160] = 1.0  # a 100 Hz pulse train: broadband, so the added tone is easy to spot
     for weights, freq in (((1, 0, 0), 1000.0), ((0, 1, 0), 2000.0), ((0, 0, 1), 3000.0)):
         aug.config = AugmentConfig(
-            musan_root=str(musan), rir_root=str(rirs), reverb_prob=1.0, noise_prob=1.0,
-            category_weights=weights, noise_snr=(-10, -10), music_snr=(-10, -10), babble_snr=(-10, -10),
+            musan_root=str(musan),
+            rir_root=str(rirs),
+            reverb_prob=1.0,
+            noise_prob=1.0,
+            category_weights=weights,
+            noise_snr=(-10, -10),
+            music_snr=(-10, -10),
+            babble_snr=(-10, -10),
             babble_speakers=(3, 3),
         )
         y = aug.augment(x, np.random.default_rng(0))
@@ -185,7 +194,9 @@ def test_missing_category_falls_back_and_bad_files_are_skipped(tmp_path, caplog)
     musan = tmp_path / "musan"
     (musan / "noise" / "free-sound").mkdir(parents=True)
     (musan / "noise" / "free-sound" / "broken.wav").write_bytes(b"RIFF not really")
-    cfg = AugmentConfig(musan_root=str(musan), reverb_prob=1.0, noise_prob=1.0, noise_snr=(5, 5), category_weights=(1, 0, 0))
+    cfg = AugmentConfig(
+        musan_root=str(musan), reverb_prob=1.0, noise_prob=1.0, noise_snr=(5, 5), category_weights=(1, 0, 0)
+    )
     aug = Augmenter(cfg)
     described = aug.describe()
     assert described["music"] == "synthetic music" and described["reverb"] == "synthetic room impulse responses"
@@ -213,7 +224,9 @@ def test_random_gain_per_crop_changes_only_the_level():
     crops = np.random.default_rng(0).standard_normal((6, 8000)).astype(np.float32) * 0.1
     clean = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0))(crops, np.random.default_rng(1))
     np.testing.assert_array_equal(clean, crops)
-    gained = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0, gain_db=(-6.0, 6.0)))(crops, np.random.default_rng(1))
+    gained = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0, gain_db=(-6.0, 6.0)))(
+        crops, np.random.default_rng(1)
+    )
     ratios_db = 20 * np.log10(np.abs(gained).max(axis=1) / np.abs(crops).max(axis=1))
     assert np.all(np.abs(ratios_db) <= 6.0 + 1e-4) and np.ptp(ratios_db) > 1.0
     np.testing.assert_allclose(gained / gained[:, :1], crops / crops[:, :1], rtol=1e-4)

@@ -198,9 +198,10 @@ def test_size_filter_drops_small_and_trims_large(backend):
         assert (kept >= 0).sum() == 50  # trimmed to max_cluster_size ...
         members = truth == spk
         # ... keeping the most confident members.
-        assert result.confidence[members & (result.labels >= 0)].min() >= result.confidence[
-            members & (result.labels < 0)
-        ].max()
+        assert (
+            result.confidence[members & (result.labels >= 0)].min()
+            >= result.confidence[members & (result.labels < 0)].max()
+        )
     assert result.stages["trimmed_large"] == 60
     assert result.n_clusters == 12
     # Largest cluster first.
@@ -389,7 +390,7 @@ def test_stage_timings_and_memory_are_recorded():
 def test_approximate_neighbour_search_finds_the_same_clusters():
     # Above knn_exact_max the faiss backend uses an inverted-file index; on separated speakers it must
     # find the same above-threshold neighbours, hence the same clusters, as the exact search.
-    x, truth = sphere_blobs([20] * 40, seed=10)
+    x, _truth = sphere_blobs([20] * 40, seed=10)
     pre, _ = precluster_kmeans(x, 200, "faiss", seed=0)
     c = unit(np.stack([x[pre == p].mean(axis=0) for p in range(pre.max() + 1)]))
     exact, info_exact = agglomerate(c, 0.8, dense_max=50, backend="faiss")

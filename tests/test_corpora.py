@@ -21,7 +21,9 @@ SR = 16000
 
 def _wav(path, seconds=0.2, sr=SR):
     path.parent.mkdir(parents=True, exist_ok=True)
-    sf.write(path, (0.1 * np.random.default_rng(len(str(path))).standard_normal(int(seconds * sr))).astype(np.float32), sr)
+    sf.write(
+        path, (0.1 * np.random.default_rng(len(str(path))).standard_normal(int(seconds * sr))).astype(np.float32), sr
+    )
     return path
 
 
@@ -88,7 +90,14 @@ def test_bad_audio_is_named_all_at_once_or_skipped(voxceleb):
 
 def test_cremad(tmp_path):
     root = tmp_path / "CREMA-D"
-    names = ["1001_DFA_ANG_XX", "1001_IEO_HAP_HI", "1091_TSI_NEU_XX", "1002_ITH_SAD_LO", "1002_WSI_FEA_MD", "1003_DFA_DIS_XX"]
+    names = [
+        "1001_DFA_ANG_XX",
+        "1001_IEO_HAP_HI",
+        "1091_TSI_NEU_XX",
+        "1002_ITH_SAD_LO",
+        "1002_WSI_FEA_MD",
+        "1003_DFA_DIS_XX",
+    ]
     for name in names:
         _wav(root / "AudioWAV" / f"{name}.wav")
     ds = load_cremad(root)
@@ -267,7 +276,11 @@ def test_manifest_roundtrip_relative_paths_and_errors(tmp_path):
         ("file,speaker\na.wav,s\n", ValueError, "m.csv:1: manifest header has no 'path'"),
         ("path,speaker\nwav/s1/u1.wav\n", ValueError, "m.csv:2: expected 2 fields"),
         ("path,duration\nwav/s1/u1.wav,long\n", ValueError, "m.csv:2: duration 'long' is not a number"),
-        ("path\nmissing1.wav\nwav/s1/u1.wav\nmissing2.wav\n", FileNotFoundError, "(?s)2 listed.*missing1.wav.*missing2.wav"),
+        (
+            "path\nmissing1.wav\nwav/s1/u1.wav\nmissing2.wav\n",
+            FileNotFoundError,
+            "(?s)2 listed.*missing1.wav.*missing2.wav",
+        ),
         ("", ValueError, "empty manifest"),
     ],
 )

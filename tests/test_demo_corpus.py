@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from modeling_dino_speech.recipes.demo import corpus as dc
 from modeling_dino_speech.data.trials import read_trials
+from modeling_dino_speech.recipes.demo import corpus as dc
 
 MANIFESTS = {
     "train.csv": ["path", "speaker", "duration"],

@@ -9,15 +9,23 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TINY_MODEL = ["model.ecapa_channels=32", "model.ecapa_mfa_channels=64", "model.ecapa_se_channels=16",
-              "model.attention_channels=16", "model.embedding_size=32", "model.dino_hidden_size=64",
-              "model.dino_bottleneck_size=16", "model.dino_num_prototypes=64"]
+TINY_MODEL = [
+    "model.ecapa_channels=32",
+    "model.ecapa_mfa_channels=64",
+    "model.ecapa_se_channels=16",
+    "model.attention_channels=16",
+    "model.embedding_size=32",
+    "model.dino_hidden_size=64",
+    "model.dino_bottleneck_size=16",
+    "model.dino_num_prototypes=64",
+]
 
 
 def run(args, **kw):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run([sys.executable, *args], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT,
-                            **kw)
+    result = subprocess.run(
+        [sys.executable, *args], env=env, capture_output=True, text=True, timeout=900, cwd=ROOT, **kw
+    )
     assert result.returncode == 0, f"{args[:3]}\n{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
     return result
 
@@ -32,19 +40,56 @@ def test_demo_chain_on_the_quick_corpus(tmp_path):
     except DemoCorpusUnavailable as error:  # only where apt/espeak-ng cannot be had at all
         pytest.skip(f"demo corpus unavailable here: {error}")
     runs = tmp_path / "runs"
-    run(["train.py", "dino", "--config", "configs/demo.yaml", f"output_dir={runs / 'dino'}",
-         f"data.train={data / 'train.csv'}", f"data.augment.musan_root={data / 'musan_standin'}",
-         f"eval.trials={data / 'trials_synth.txt'}", f"eval.audio_root={data}", "max_steps=4", "data.batch_size=8",
-         "data.num_workers=0", "save_every=2", *TINY_MODEL])
-    run(["train.py", "pseudo-label", "--config", "configs/pseudo_label_demo.yaml", "--init", str(runs / "dino" / "final"),
-         f"output_dir={runs / 'pseudo_label'}", f"train={data / 'train.csv'}",
-         f"augment.musan_root={data / 'musan_standin'}", f"eval.trials={data / 'trials_synth.txt'}",
-         f"eval.audio_root={data}", "rounds=1", "num_workers=0", "clustering.min_cluster_size=2",
-         "clustering.n_clusters=3", "supervised.head_steps=2", "supervised.steps=3", "supervised.batch_size=8"])
-    result = run(["-m", "modeling_dino_speech.recipes.demo.report", "--data", str(data), "--runs", str(runs), "--no-progress"])
+    run(
+        [
+            "train.py",
+            "dino",
+            "--config",
+            "configs/demo.yaml",
+            f"output_dir={runs / 'dino'}",
+            f"data.train={data / 'train.csv'}",
+            f"data.augment.musan_root={data / 'musan_standin'}",
+            f"eval.trials={data / 'trials_synth.txt'}",
+            f"eval.audio_root={data}",
+            "max_steps=4",
+            "data.batch_size=8",
+            "data.num_workers=0",
+            "save_every=2",
+            *TINY_MODEL,
+        ]
+    )
+    run(
+        [
+            "train.py",
+            "pseudo-label",
+            "--config",
+            "configs/pseudo_label_demo.yaml",
+            "--init",
+            str(runs / "dino" / "final"),
+            f"output_dir={runs / 'pseudo_label'}",
+            f"train={data / 'train.csv'}",
+            f"augment.musan_root={data / 'musan_standin'}",
+            f"eval.trials={data / 'trials_synth.txt'}",
+            f"eval.audio_root={data}",
+            "rounds=1",
+            "num_workers=0",
+            "clustering.min_cluster_size=2",
+            "clustering.n_clusters=3",
+            "supervised.head_steps=2",
+            "supervised.steps=3",
+            "supervised.batch_size=8",
+        ]
+    )
+    result = run(
+        ["-m", "modeling_dino_speech.recipes.demo.report", "--data", str(data), "--runs", str(runs), "--no-progress"]
+    )
     report = (runs / "report.md").read_text()
-    for system in ("fbank statistics", "same network, random init", "DINO (no labels)",
-                   "DINO + pseudo-labels, round 1"):
+    for system in (
+        "fbank statistics",
+        "same network, random init",
+        "DINO (no labels)",
+        "DINO + pseudo-labels, round 1",
+    ):
         assert f"| {system} |" in report, system
     assert "## Pseudo-label rounds" in report
     images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]

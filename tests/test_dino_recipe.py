@@ -128,8 +128,11 @@ def test_effective_rank():
 def test_config_strict_keys_and_overrides(tmp_path):
     path = tmp_path / "r.yaml"
     path.write_text("model: {embedding_size: 64}\noptim: {lr: 0.01}\ndata: {crops: {n_local: 2}}\n")
-    cfg = load_config(DinoTrainConfig, path, ["max_steps=50", "optim.clip_grad=null", "model.backbone=ecapa_tdnn",
-                                              "data.crops.local_seconds=1.5"])
+    cfg = load_config(
+        DinoTrainConfig,
+        path,
+        ["max_steps=50", "optim.clip_grad=null", "model.backbone=ecapa_tdnn", "data.crops.local_seconds=1.5"],
+    )
     assert cfg.optim.max_steps == 50 and cfg.optim.clip_grad is None and cfg.optim.lr == 0.01
     assert cfg.model == {"embedding_size": 64, "backbone": "ecapa_tdnn"}
     assert cfg.data.crops.n_local == 2 and cfg.data.crops.local_seconds == 1.5

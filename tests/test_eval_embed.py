@@ -1,4 +1,4 @@
-"""modeling_dino_speech.inference: one embedding per file, in input order, independent of batching; baselines; file formats."""
+"""inference: one embedding per file, in input order, independent of batching; baselines; file formats."""
 
 from pathlib import Path
 
@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from helpers import SR, make_corpus
 
 from modeling_dino_speech.inference import embed_files, load_model, main, read_embeddings, write_embeddings
@@ -18,8 +17,14 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechModel
 
     folder = tmp_path_factory.mktemp("checkpoint")
-    config = DinoSpeechConfig(resnet_layers=[1, 1, 1, 1], resnet_base_width=8, embedding_size=32,
-                              dino_hidden_size=64, dino_bottleneck_size=16, dino_num_prototypes=128)
+    config = DinoSpeechConfig(
+        resnet_layers=[1, 1, 1, 1],
+        resnet_base_width=8,
+        embedding_size=32,
+        dino_hidden_size=64,
+        dino_bottleneck_size=16,
+        dino_num_prototypes=128,
+    )
     torch.manual_seed(0)
     DinoSpeechModel(config).save_pretrained(folder)
     DinoSpeechFeatureExtractor.from_model_config(config).save_pretrained(folder)
@@ -79,8 +84,11 @@ def test_random_init_baseline_keeps_architecture(tiny_checkpoint, tiny_corpus):
     trained, _ = load_model(tiny_checkpoint, device="cpu")
     fresh, feature_extractor = load_model(f"random-init:{tiny_checkpoint}", device="cpu", seed=1)
     assert type(fresh) is type(trained)
-    differs = [not torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), trained.state_dict().values())
-               if a.is_floating_point() and a.numel() > 1]
+    differs = [
+        not torch.equal(a, b)
+        for a, b in zip(fresh.state_dict().values(), trained.state_dict().values())
+        if a.is_floating_point() and a.numel() > 1
+    ]
     assert any(differs)
     again, _ = load_model(f"random-init:{tiny_checkpoint}", device="cpu", seed=1)
     assert all(torch.equal(a, b) for a, b in zip(fresh.state_dict().values(), again.state_dict().values()))

@@ -1,4 +1,4 @@
-"""modeling_dino_speech.evaluation.emotion: the protocols' folds (no speaker or session on both sides), the corpus wiring on tiny
+"""evaluation.emotion: the protocols' folds (no speaker or session on both sides), the corpus wiring on tiny
 copies of each official layout, and the end-to-end classifier run."""
 
 import csv
@@ -98,8 +98,12 @@ def _iemocap(root: Path, rng) -> Path:
                 utt = f"{dialog}_{'FM'[i % 2]}{i:03d}"
                 lines.append(f"[{i:.4f} - {i + 0.4:.4f}]\t{utt}\t{code}\t[2.5000, 3.0000, 2.0000]")
                 speaker = 2 * session + (i % 2)
-                _utterance(root / f"Session{session}" / "sentences" / "wav" / dialog / f"{utt}.wav",
-                           emotion or "neutral", speaker, rng)
+                _utterance(
+                    root / f"Session{session}" / "sentences" / "wav" / dialog / f"{utt}.wav",
+                    emotion or "neutral",
+                    speaker,
+                    rng,
+                )
             evaluation = root / f"Session{session}" / "dialog" / "EmoEvaluation" / f"{dialog}.txt"
             evaluation.parent.mkdir(parents=True, exist_ok=True)
             evaluation.write_text("% header\n\n" + "\n\n".join(lines) + "\n")

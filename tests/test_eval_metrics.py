@@ -10,8 +10,18 @@ from scipy.optimize import brentq
 from sklearn.metrics import balanced_accuracy_score, f1_score, roc_curve
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
-from modeling_dino_speech.metrics.classification import classification_scores, confusion_matrix, macro_f1, micro_f1, unweighted_accuracy
-from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve, equal_error_rate, minimum_detection_cost
+from modeling_dino_speech.metrics.classification import (
+    classification_scores,
+    confusion_matrix,
+    macro_f1,
+    micro_f1,
+    unweighted_accuracy,
+)
+from modeling_dino_speech.metrics.detection_error_tradeoff import (
+    detection_curve,
+    equal_error_rate,
+    minimum_detection_cost,
+)
 
 METRICS = Path(__file__).resolve().parents[1] / "eval" / "metrics"
 
@@ -190,8 +200,9 @@ def test_string_classes_and_explicit_label_order():
         matrix, sk_confusion_matrix(references, predictions, labels=["neu", "hap", "ang", "sad"])
     )
     # A listed class that never occurs scores F1 = 0, as in sklearn.
-    expected = f1_score(references, predictions, labels=["neu", "hap", "ang", "sad", "fea"], average="macro",
-                        zero_division=0)
+    expected = f1_score(
+        references, predictions, labels=["neu", "hap", "ang", "sad", "fea"], average="macro", zero_division=0
+    )
     assert macro_f1(references, predictions, labels=["neu", "hap", "ang", "sad", "fea"]) == pytest.approx(expected)
     with pytest.raises(ValueError, match="not in labels"):
         confusion_matrix(references, predictions, labels=["neu", "hap"])
@@ -206,14 +217,16 @@ def test_evaluate_modules_load_offline_and_agree():
 
     eer = evaluate.load(str(METRICS / "eer"))
     assert eer.compute(predictions=scores, references=labels) == {
-        "eer": curve.equal_error_rate().value, "threshold": curve.equal_error_rate().threshold}
+        "eer": curve.equal_error_rate().value,
+        "threshold": curve.equal_error_rate().threshold,
+    }
     min_dcf = evaluate.load(str(METRICS / "min_dcf"))
     result = min_dcf.compute(predictions=scores, references=labels, p_target=[0.01, 0.05])
     assert result["min_dcf@0.01"] == curve.minimum_detection_cost(0.01).value
     assert result["min_dcf@0.05"] == curve.minimum_detection_cost(0.05).value
     # Batches accumulate like any evaluate metric.
     for start in range(0, 500, 100):
-        min_dcf.add_batch(predictions=scores[start:start + 100], references=labels[start:start + 100])
+        min_dcf.add_batch(predictions=scores[start : start + 100], references=labels[start : start + 100])
     assert min_dcf.compute(p_target=0.05)["min_dcf"] == curve.minimum_detection_cost(0.05).value
 
     references = rng.integers(0, 4, 100)
@@ -225,4 +238,5 @@ def test_evaluate_modules_load_offline_and_agree():
     strings = evaluate.load(str(METRICS / "macro_f1"), "string")
     words = np.array(["neu", "hap", "ang", "sad"])
     assert strings.compute(predictions=words[predictions], references=words[references]) == {
-        "macro_f1": expected["macro_f1"]}
+        "macro_f1": expected["macro_f1"]
+    }

@@ -1,4 +1,4 @@
-"""modeling_dino_speech.evaluation.plots: every figure is written as a real, non-empty PNG; training logs are read from each format."""
+"""evaluation.plots: every figure is written as a real, non-empty PNG; training logs are read from each format."""
 
 import json
 from pathlib import Path
@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve
 from modeling_dino_speech.evaluation.plots import (
     _probit,
     _thin,
@@ -18,6 +17,7 @@ from modeling_dino_speech.evaluation.plots import (
     plot_tsne,
     read_scalars,
 )
+from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve
 
 
 def _is_png(path: Path, min_bytes: int = 5000) -> bool:
@@ -68,8 +68,11 @@ def test_training_curves_from_jsonl_json_csv(tmp_path):
     records = [{"step": s, "loss": 10.0 / s, "teacher_entropy": 0.5, "note": "text ignored"} for s in range(1, 6)]
     (tmp_path / "metrics.jsonl").write_text("\n".join(json.dumps(r) for r in records) + "\n")
     (tmp_path / "metrics.json").write_text(json.dumps(records))
-    (tmp_path / "metrics.csv").write_text("step,loss,teacher_entropy\n" + "\n".join(
-        f"{r['step']},{r['loss']},{r['teacher_entropy']}" for r in records) + "\n")
+    (tmp_path / "metrics.csv").write_text(
+        "step,loss,teacher_entropy\n"
+        + "\n".join(f"{r['step']},{r['loss']},{r['teacher_entropy']}" for r in records)
+        + "\n"
+    )
     for name in ("metrics.jsonl", "metrics.json", "metrics.csv"):
         scalars = read_scalars(tmp_path / name)
         assert set(scalars) == {"loss", "teacher_entropy"}

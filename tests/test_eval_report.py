@@ -1,4 +1,4 @@
-"""modeling_dino_speech.model_card: the filled model card is valid Hub metadata (YAML with a model-index) carrying the numbers."""
+"""model_card: the filled model card is valid Hub metadata (YAML with a model-index) carrying the numbers."""
 
 import json
 
@@ -10,16 +10,42 @@ from modeling_dino_speech.model_card import TEMPLATE, main, merge_results, resul
 VERIFY = {
     "model": "runs/demo/dino/final",
     "speaker_verification": {
-        "trials_real_crosslang": {"eer": 38.125, "min_dcf_0.01": 0.9731, "min_dcf_0.05": 0.8812, "num_trials": 1200,
-                                  "num_targets": 200, "num_nontargets": 1000},
-        "veri_test2": {"eer": 4.3812, "min_dcf_0.01": 0.4123, "min_dcf_0.05": 0.2811, "num_trials": 37611,
-                       "as_norm": {"eer": 4.0107, "min_dcf_0.01": 0.3811, "min_dcf_0.05": 0.2533,
-                                   "cohort_size": 2000, "top_k": 300}},
+        "trials_real_crosslang": {
+            "eer": 38.125,
+            "min_dcf_0.01": 0.9731,
+            "min_dcf_0.05": 0.8812,
+            "num_trials": 1200,
+            "num_targets": 200,
+            "num_nontargets": 1000,
+        },
+        "veri_test2": {
+            "eer": 4.3812,
+            "min_dcf_0.01": 0.4123,
+            "min_dcf_0.05": 0.2811,
+            "num_trials": 37611,
+            "as_norm": {
+                "eer": 4.0107,
+                "min_dcf_0.01": 0.3811,
+                "min_dcf_0.05": 0.2533,
+                "cohort_size": 2000,
+                "top_k": 300,
+            },
+        },
     },
 }
-EMOTION = {"model": "runs/demo/dino/final", "emotion_recognition": {"iemocap": {
-    "micro_f1": 60.87, "macro_f1": 58.2, "unweighted_accuracy": 59.1, "num_utterances": 5531,
-    "protocol": "4 classes, leave-one-session-out (5 folds)", "classifier": "logreg"}}}
+EMOTION = {
+    "model": "runs/demo/dino/final",
+    "emotion_recognition": {
+        "iemocap": {
+            "micro_f1": 60.87,
+            "macro_f1": 58.2,
+            "unweighted_accuracy": 59.1,
+            "num_utterances": 5531,
+            "protocol": "4 classes, leave-one-session-out (5 folds)",
+            "classifier": "logreg",
+        }
+    },
+}
 
 
 def _front_matter(text: str) -> dict:
@@ -39,10 +65,12 @@ def results_files(tmp_path):
 def test_card_metadata_holds_the_numbers(results_files, tmp_path):
     folder = tmp_path / "checkpoint"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "dino_speech", "backbone": "resnet",
-                                                    "embedding_size": 256}))
-    path = write_model_card(folder, title="DINO LResNet34", training={"method": "DINO", "steps": 1000},
-                            results=list(results_files))
+    (folder / "config.json").write_text(
+        json.dumps({"model_type": "dino_speech", "backbone": "resnet", "embedding_size": 256})
+    )
+    path = write_model_card(
+        folder, title="DINO LResNet34", training={"method": "DINO", "steps": 1000}, results=list(results_files)
+    )
     text = path.read_text()
     meta = _front_matter(text)
     assert meta["library_name"] == "transformers" and meta["license"] == "apache-2.0"
@@ -87,8 +115,16 @@ def test_cli_card_and_comparison_table(results_files, tmp_path, capsys):
     capsys.readouterr()
 
     fbank = tmp_path / "fbank.json"
-    fbank.write_text(json.dumps({"model": "fbank-stats", "speaker_verification": {
-        "trials_real_crosslang": {"eer": 55.0, "min_dcf_0.01": 1.0, "min_dcf_0.05": 1.0, "num_trials": 1200}}}))
+    fbank.write_text(
+        json.dumps(
+            {
+                "model": "fbank-stats",
+                "speaker_verification": {
+                    "trials_real_crosslang": {"eer": 55.0, "min_dcf_0.01": 1.0, "min_dcf_0.05": 1.0, "num_trials": 1200}
+                },
+            }
+        )
+    )
     table_file = tmp_path / "table.md"
     assert main(["--compare", f"DINO={vox},{emo}", f"fbank stats={fbank}", "--out", str(table_file)]) == 0
     table = table_file.read_text().splitlines()

@@ -1,17 +1,16 @@
-"""modeling_dino_speech.evaluation.verification end to end on tiny generated audio, and the scoring it uses (cosine, AS-norm)."""
+"""evaluation.verification end to end on tiny generated audio, and the scoring it uses (cosine, AS-norm)."""
 
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import make_corpus, write_trials
+from test_eval_embed import tiny_checkpoint  # noqa: F401  (fixture)
 
+from modeling_dino_speech.evaluation.verification import main, verify, verify_lists
 from modeling_dino_speech.metrics.detection_error_tradeoff import detection_curve
 from modeling_dino_speech.scoring import as_norm, cohort_statistics, cosine_scores, l2_normalize, score_trials
-from modeling_dino_speech.evaluation.verification import main, verify, verify_lists
-from test_eval_embed import tiny_checkpoint  # noqa: F401  (fixture)
 
 
 @pytest.fixture(scope="module")
@@ -32,8 +31,10 @@ def test_cosine_scores_match_direct_computation():
     rng = np.random.default_rng(0)
     embeddings = rng.standard_normal((6, 8)).astype(np.float32)
     enroll, test = rng.integers(0, 6, 20), rng.integers(0, 6, 20)
-    expected = [embeddings[a] @ embeddings[b] / np.linalg.norm(embeddings[a]) / np.linalg.norm(embeddings[b])
-                for a, b in zip(enroll, test)]
+    expected = [
+        embeddings[a] @ embeddings[b] / np.linalg.norm(embeddings[a]) / np.linalg.norm(embeddings[b])
+        for a, b in zip(enroll, test)
+    ]
     np.testing.assert_allclose(cosine_scores(embeddings, enroll, test), expected, rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(np.linalg.norm(l2_normalize(embeddings), axis=1), 1.0, rtol=1e-6)
 
@@ -75,7 +76,7 @@ def test_scoring_rejects_bad_cohorts():
 
 
 def test_missing_files_are_all_named_before_any_work(trial_setup, tmp_path):
-    root, trials, _ = trial_setup
+    root, _trials, _ = trial_setup
     broken = tmp_path / "broken_trials.txt"
     broken.write_text("1 spk0/utt0.wav spk0/gone_a.wav\n0 spk1/gone_b.wav spk2/utt0.wav\n1 spk9/x.wav spk9/y.wav\n")
     # The model does not exist either: the audio check must come first and name every missing file.
@@ -97,7 +98,7 @@ def test_bad_trial_line_names_file_and_line(trial_setup, tmp_path):
 
 
 def test_verify_end_to_end(tiny_checkpoint, trial_setup, tmp_path):  # noqa: F811
-    root, trials, cohort = trial_setup
+    _root, trials, cohort = trial_setup
     out = tmp_path / "results" / "vox.json"
     report = verify_lists(tiny_checkpoint, [trials], cohort=cohort, top_k=4, device="cpu", progress=False, out=out)
     metrics = report["speaker_verification"]["trials"]
@@ -106,8 +107,8 @@ def test_verify_end_to_end(tiny_checkpoint, trial_setup, tmp_path):  # noqa: F81
     assert metrics["as_norm"]["cohort_size"] == 9 and metrics["as_norm"]["top_k"] == 4
 
     # The same numbers from the independent route: embed, cosine, sklearn-checked metrics.
-    from modeling_dino_speech.inference import embed_files, load_model
     from modeling_dino_speech.data.trials import read_trials
+    from modeling_dino_speech.inference import embed_files, load_model
 
     model, feature_extractor = load_model(tiny_checkpoint, device="cpu")
     parsed = read_trials(trials, audio_root=trials.parent)
@@ -128,7 +129,7 @@ def test_verify_end_to_end(tiny_checkpoint, trial_setup, tmp_path):  # noqa: F81
 def test_verify_flat_result_for_training_and_in_memory_model(tiny_checkpoint, trial_setup):  # noqa: F811
     from modeling_dino_speech.inference import load_model
 
-    root, trials, _ = trial_setup
+    _root, trials, _ = trial_setup
     model, feature_extractor = load_model(tiny_checkpoint, device="cpu")
     model.train()
     result = verify(model, trials, feature_extractor=feature_extractor, progress=False)
@@ -155,8 +156,22 @@ def test_several_lists_and_kaldi_format_share_embeddings(trial_setup, tmp_path, 
         lines.append(f"{a} {b} {'target' if label == '1' else 'nontarget'}")
     kaldi.write_text("\n".join(lines) + "\n")
     out = tmp_path / "both.json"
-    assert main(["--model", "fbank-stats", "--trials", str(trials), str(kaldi), "--audio-root", str(root / "test"),
-                 "--out", str(out)]) == 0
+    assert (
+        main(
+            [
+                "--model",
+                "fbank-stats",
+                "--trials",
+                str(trials),
+                str(kaldi),
+                "--audio-root",
+                str(root / "test"),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "trials" in printed and "kaldi_trials" in printed
     report = json.loads(out.read_text())

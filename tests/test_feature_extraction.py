@@ -8,8 +8,16 @@ from modeling_dino_speech import DinoSpeechFeatureExtractor
 
 def kaldi_reference(wave: np.ndarray, **kw) -> torch.Tensor:
     return torchaudio.compliance.kaldi.fbank(
-        torch.from_numpy(wave)[None] * 32768, num_mel_bins=80, frame_length=25, frame_shift=10, low_freq=20,
-        high_freq=7600, dither=0.0, sample_frequency=16000, window_type="povey", **kw,
+        torch.from_numpy(wave)[None] * 32768,
+        num_mel_bins=80,
+        frame_length=25,
+        frame_shift=10,
+        low_freq=20,
+        high_freq=7600,
+        dither=0.0,
+        sample_frequency=16000,
+        window_type="povey",
+        **kw,
     )
 
 
@@ -34,13 +42,22 @@ def test_fbank_matches_kaldi_with_offsets_other_rates_and_windows(rate, bins, fr
     t = np.arange(num_samples) / rate
     wave = (dc + 0.2 * np.sin(2 * np.pi * 300 * t) + 0.02 * rng.standard_normal(num_samples)).astype(np.float32)
     wave[: rate // 4] = dc  # a stretch of pure offset: the log floor decides those frames
-    fe = DinoSpeechFeatureExtractor(feature_size=bins, sampling_rate=rate, frame_length_ms=frame_ms,
-                                    high_freq=0.45 * rate, mean_normalization=None)
+    fe = DinoSpeechFeatureExtractor(
+        feature_size=bins, sampling_rate=rate, frame_length_ms=frame_ms, high_freq=0.45 * rate, mean_normalization=None
+    )
     ours = fe(wave, sampling_rate=rate, return_tensors="pt")["input_features"][0]
+
     def kaldi(samples: torch.Tensor) -> torch.Tensor:
         return torchaudio.compliance.kaldi.fbank(
-            samples[None] * 32768, num_mel_bins=bins, frame_length=frame_ms, frame_shift=10, low_freq=20,
-            high_freq=0.45 * rate, dither=0.0, sample_frequency=rate, window_type="povey",
+            samples[None] * 32768,
+            num_mel_bins=bins,
+            frame_length=frame_ms,
+            frame_shift=10,
+            low_freq=20,
+            high_freq=0.45 * rate,
+            dither=0.0,
+            sample_frequency=rate,
+            window_type="povey",
         )
 
     # Near-empty bins are float32 rounding noise in any implementation: measure against Kaldi in float64 (with

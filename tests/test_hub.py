@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from hub_server import run_hub_server
 from huggingface_hub import constants
 
-from hub_server import run_hub_server
 from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechModel
 from modeling_dino_speech.training.hub import PushResult, push_folder_to_hub
 
@@ -54,7 +54,8 @@ def _snapshot(folder: Path) -> dict[str, str]:
     """Relative path -> sha256 of every file: any change, addition or deletion shows up."""
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -112,8 +113,13 @@ def all_logs():
 def _assert_no_leak(token: str, result: PushResult, capfd, logs: _Records) -> None:
     out, err = capfd.readouterr()
     assert logs.lines, "expected the push to log something"
-    for where, text in [("message", result.message), ("stdout", out), ("stderr", err),
-                        ("logs", "\n".join(logs.lines)), ("url", result.url or "")]:
+    for where, text in [
+        ("message", result.message),
+        ("stdout", out),
+        ("stderr", err),
+        ("logs", "\n".join(logs.lines)),
+        ("url", result.url or ""),
+    ]:
         assert token not in text, f"token leaked into {where}"
 
 
@@ -133,7 +139,8 @@ def test_push_then_from_pretrained_round_trip(tmp_path):
     np.save(tmp_path / "wave.npy", _waveform())
 
     script = tmp_path / "round_trip.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import json, logging
         import numpy as np, torch
         torch.set_num_threads(1)
@@ -152,22 +159,31 @@ def test_push_then_from_pretrained_round_trip(tmp_path):
         with torch.no_grad():
             emb = model(**fe([wave], sampling_rate=16000, return_tensors="pt")).embeddings[0]
         print("LOAD " + json.dumps({{"model": type(model).__name__, "fe": type(fe).__name__, "emb": emb.tolist()}}))
-    """))
+    """)
+    )
     hf_home = tmp_path / "hf_home"
     with run_hub_server(token=FAKE_TOKEN, lifetime_s=240) as server:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("HF_", "HUGGING", "TRANSFORMERS_"))},
-            "HF_ENDPOINT": server.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": FAKE_TOKEN,
-            "HF_HOME": str(hf_home), "HF_HUB_DISABLE_TELEMETRY": "1", "OMP_NUM_THREADS": "1",
+            "HF_ENDPOINT": server.endpoint,
+            "HF_HUB_OFFLINE": "0",
+            "HF_TOKEN": FAKE_TOKEN,
+            "HF_HOME": str(hf_home),
+            "HF_HUB_DISABLE_TELEMETRY": "1",
+            "OMP_NUM_THREADS": "1",
         }
-        proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, env=env,
-                              cwd=tmp_path, timeout=200)
+        proc = subprocess.run(
+            [sys.executable, str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=200
+        )
         assert proc.returncode == 0, proc.stderr[-4000:]
         remote = server.files(REPO_ID)
         paths = [(r.method, r.path) for r in server.requests]
 
-    lines = {line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
-             for line in proc.stdout.splitlines() if line.startswith(("PUSH ", "LOAD "))}
+    lines = {
+        line.split(" ", 1)[0]: json.loads(line.split(" ", 1)[1])
+        for line in proc.stdout.splitlines()
+        if line.startswith(("PUSH ", "LOAD "))
+    }
     push, load = lines["PUSH"], lines["LOAD"]
     assert push["ok"], push["message"]
     assert push["url"] == f"{server.endpoint}/{REPO_ID}"

@@ -12,10 +12,21 @@ from modeling_dino_speech import (
 
 BACKBONES = {
     "resnet": dict(resnet_layers=[1, 1, 1, 1], resnet_base_width=8, embedding_size=32),
-    "ecapa": dict(backbone="ecapa_tdnn", ecapa_channels=64, ecapa_mfa_channels=192, embedding_size=32,
-                  pooling="attentive_statistics", attention_channels=16),
-    "resnet_asp": dict(resnet_layers=[1, 1, 1, 1], resnet_base_width=8, embedding_size=32,
-                       pooling="attentive_statistics", attention_channels=16),
+    "ecapa": dict(
+        backbone="ecapa_tdnn",
+        ecapa_channels=64,
+        ecapa_mfa_channels=192,
+        embedding_size=32,
+        pooling="attentive_statistics",
+        attention_channels=16,
+    ),
+    "resnet_asp": dict(
+        resnet_layers=[1, 1, 1, 1],
+        resnet_base_width=8,
+        embedding_size=32,
+        pooling="attentive_statistics",
+        attention_channels=16,
+    ),
 }
 
 # Parameter counts of the standard configurations (embedding model only, no head). wespeaker reports
@@ -24,8 +35,10 @@ STANDARD = {
     "light ResNet34 (paper), 256-d": (dict(resnet_base_width=16), 1.99),
     "ResNet34 (wespeaker), 256-d": (dict(resnet_base_width=32), 6.63),
     "ECAPA-TDNN C=512, 192-d": (dict(backbone="ecapa_tdnn", pooling="attentive_statistics", embedding_size=192), 6.19),
-    "ECAPA-TDNN C=1024, 192-d": (dict(backbone="ecapa_tdnn", ecapa_channels=1024, pooling="attentive_statistics",
-                                      embedding_size=192), 14.66),
+    "ECAPA-TDNN C=1024, 192-d": (
+        dict(backbone="ecapa_tdnn", ecapa_channels=1024, pooling="attentive_statistics", embedding_size=192),
+        14.66,
+    ),
 }
 
 
@@ -67,14 +80,19 @@ def test_output_shapes_and_tuple(tiny_config):
 
 @pytest.mark.parametrize("kind", ["resnet", "ecapa"])
 def test_save_load_round_trip(tmp_path, kind):
-    import modeling_dino_speech  # noqa: F401  registers the Auto classes
     from transformers import AutoModel, AutoModelForAudioXVector, AutoModelForPreTraining
 
-    config = DinoSpeechConfig(**BACKBONES[kind], num_labels=7, dino_num_prototypes=64, dino_hidden_size=32,
-                              dino_bottleneck_size=16)
+    import modeling_dino_speech  # noqa: F401  registers the Auto classes
+
+    config = DinoSpeechConfig(
+        **BACKBONES[kind], num_labels=7, dino_num_prototypes=64, dino_hidden_size=32, dino_bottleneck_size=16
+    )
     x = torch.randn(2, 120, 80)
-    for cls, auto in ((DinoSpeechModel, AutoModel), (DinoSpeechForXVector, AutoModelForAudioXVector),
-                      (DinoSpeechForPreTraining, AutoModelForPreTraining)):
+    for cls, auto in (
+        (DinoSpeechModel, AutoModel),
+        (DinoSpeechForXVector, AutoModelForAudioXVector),
+        (DinoSpeechForPreTraining, AutoModelForPreTraining),
+    ):
         model = cls(config).eval()
         path = tmp_path / cls.__name__
         model.save_pretrained(path)

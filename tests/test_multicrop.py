@@ -136,8 +136,9 @@ def _collect(loader):
 
 
 def test_loader_identical_across_worker_counts(corpus, fe):
-    kwargs = dict(crop_cfg=MultiCropConfig(**CFG), aug_cfg=AugmentConfig(), feature_extractor=fe,
-                  batch_size=4, seed=3, epoch=1)
+    kwargs = dict(
+        crop_cfg=MultiCropConfig(**CFG), aug_cfg=AugmentConfig(), feature_extractor=fe, batch_size=4, seed=3, epoch=1
+    )
     zero = _collect(build_multicrop_dataloader(corpus, num_workers=0, **kwargs))
     two = _collect(build_multicrop_dataloader(corpus, num_workers=2, **kwargs))
     assert len(zero) == len(two) == 3
@@ -149,8 +150,9 @@ def test_loader_identical_across_worker_counts(corpus, fe):
 
 
 def test_resume_from_batch_gives_the_rest_of_the_epoch(corpus):
-    kwargs = dict(crop_cfg=MultiCropConfig(**CFG), aug_cfg=AugmentConfig(), feature_extractor=None,
-                  batch_size=3, seed=3, epoch=4)
+    kwargs = dict(
+        crop_cfg=MultiCropConfig(**CFG), aug_cfg=AugmentConfig(), feature_extractor=None, batch_size=3, seed=3, epoch=4
+    )
     full = _collect(build_multicrop_dataloader(corpus, **kwargs))
     resumed = _collect(build_multicrop_dataloader(corpus, start_batch=2, **kwargs))
     assert len(full) == 4 and len(resumed) == 2
@@ -214,7 +216,14 @@ def test_bad_files_skipped_logged_once_and_counted(corpus, tmp_path, caplog, fe)
 
 def test_batch_of_only_bad_items_keeps_shapes(fe):
     collate = MultiCropCollator(MultiCropConfig(**CFG), fe)
-    skipped = {"index": 0, "skipped": True, "short": False, "error": "x: bad", "global_crops": None, "local_crops": None}
+    skipped = {
+        "index": 0,
+        "skipped": True,
+        "short": False,
+        "error": "x: bad",
+        "global_crops": None,
+        "local_crops": None,
+    }
     batch = collate([skipped, dict(skipped, index=1)])
     assert batch["global_features"].shape == (2, 0, 48, 80)
     assert batch["local_features"].shape == (3, 0, 23, 80)
@@ -256,8 +265,9 @@ def test_streaming_split_across_processes_and_workers(corpus):
     seen = []
     for rank in range(2):
         source = streaming_source(ds, num_shards=4, num_replicas=2, rank=rank, seed=2)
-        loader = build_multicrop_dataloader(source, cfg, None, None, batch_size=2, num_workers=2, seed=2,
-                                            drop_last=False)
+        loader = build_multicrop_dataloader(
+            source, cfg, None, None, batch_size=2, num_workers=2, seed=2, drop_last=False
+        )
         for batch in loader:
             for j, index in enumerate(batch["index"].tolist()):
                 seen.append(index)
@@ -309,8 +319,14 @@ def test_vad_in_cropper(tmp_path):
     def crop_peaks(vad):
         cropper = MultiCropper(MultiCropConfig(vad=vad, drop_silent=False, **CFG))
         items = [cropper(str(path), i) for i in range(6)]
-        return np.concatenate([np.abs(np.concatenate([it["global_crops"].ravel(), it["local_crops"].ravel()]))
-                               .reshape(-1, 4000).max(axis=1) for it in items])
+        return np.concatenate(
+            [
+                np.abs(np.concatenate([it["global_crops"].ravel(), it["local_crops"].ravel()]))
+                .reshape(-1, 4000)
+                .max(axis=1)
+                for it in items
+            ]
+        )
 
     # With VAD no crop (or quarter of a global crop) can fall in the 3 s gap; without, many do.
     assert (crop_peaks(True) > 0.1).all()

@@ -12,8 +12,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "modeling_dino_speech"
 #: The files a checkpoint carries (`save_pretrained` copies them for `trust_remote_code`): flat, single-dot imports.
-MODEL_FILES = ("configuration_dino_speech.py", "feature_extraction_dino_speech.py", "modeling_dino_speech.py",
-               "resnet.py", "ecapa_tdnn.py", "pooling.py", "dino_head.py", "losses.py", "resampling.py")
+MODEL_FILES = (
+    "configuration_dino_speech.py",
+    "feature_extraction_dino_speech.py",
+    "modeling_dino_speech.py",
+    "resnet.py",
+    "ecapa_tdnn.py",
+    "pooling.py",
+    "dino_head.py",
+    "losses.py",
+    "resampling.py",
+)
 CORE_REQUIREMENTS = {"torch", "transformers", "safetensors", "numpy", "soundfile", "soxr"}
 
 
@@ -35,17 +44,33 @@ def _resolve(path: Path, module: str, level: int) -> str:
 
 
 def test_nothing_in_the_package_imports_eval_or_train():
-    offenders = [f"{p.relative_to(ROOT)}: {m}" for p in PACKAGE.rglob("*.py") for m, level in _imports(p)
-                 if level == 0 and m.split(".")[0] in ("eval", "train")]
+    offenders = [
+        f"{p.relative_to(ROOT)}: {m}"
+        for p in PACKAGE.rglob("*.py")
+        for m, level in _imports(p)
+        if level == 0 and m.split(".")[0] in ("eval", "train")
+    ]
     assert not offenders, offenders
 
 
-@pytest.mark.parametrize("layer, forbidden", [
-    ("modeling_dino_speech/training", ("modeling_dino_speech.evaluation", "modeling_dino_speech.recipes",
-                                       "modeling_dino_speech.cli")),
-    ("modeling_dino_speech/data", ("modeling_dino_speech.training", "modeling_dino_speech.evaluation",
-                                   "modeling_dino_speech.recipes", "modeling_dino_speech.cli")),
-])
+@pytest.mark.parametrize(
+    "layer, forbidden",
+    [
+        (
+            "modeling_dino_speech/training",
+            ("modeling_dino_speech.evaluation", "modeling_dino_speech.recipes", "modeling_dino_speech.cli"),
+        ),
+        (
+            "modeling_dino_speech/data",
+            (
+                "modeling_dino_speech.training",
+                "modeling_dino_speech.evaluation",
+                "modeling_dino_speech.recipes",
+                "modeling_dino_speech.cli",
+            ),
+        ),
+    ],
+)
 def test_imports_flow_one_way(layer, forbidden):
     offenders = []
     for path in (ROOT / layer).rglob("*.py"):
@@ -57,7 +82,7 @@ def test_imports_flow_one_way(layer, forbidden):
 
 
 def test_model_files_are_flat_and_import_only_each_other():
-    allowed = {"torch", "numpy", "transformers", "soxr", "__future__", "math", "warnings", "typing", "dataclasses"}
+    allowed = {"torch", "numpy", "transformers", "soxr"} | set(sys.stdlib_module_names)
     for name in MODEL_FILES:
         path = PACKAGE / name
         for module, level in _imports(path):
@@ -70,8 +95,22 @@ def test_model_files_are_flat_and_import_only_each_other():
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("dist")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--wheel-dir", str(out), str(ROOT)], check=True, timeout=600)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--wheel-dir",
+            str(out),
+            str(ROOT),
+        ],
+        check=True,
+        timeout=600,
+    )
     (found,) = out.glob("dino_speech-*.whl")
     return found
 
@@ -80,9 +119,14 @@ def test_wheel_installs_only_the_package_with_its_data(wheel):
     names = zipfile.ZipFile(wheel).namelist()
     top = {n.split("/")[0] for n in names if not n.split("/")[0].endswith(".dist-info")}
     assert top == {"modeling_dino_speech"}
-    for needed in ["modeling_dino_speech/model_card.md", "modeling_dino_speech/cli.py",
-                   *(f"modeling_dino_speech/metrics/{m}/{m}.py" for m in ("eer", "min_dcf", "micro_f1", "macro_f1",
-                                                                         "unweighted_accuracy"))]:
+    for needed in [
+        "modeling_dino_speech/model_card.md",
+        "modeling_dino_speech/cli.py",
+        *(
+            f"modeling_dino_speech/metrics/{m}/{m}.py"
+            for m in ("eer", "min_dcf", "micro_f1", "macro_f1", "unweighted_accuracy")
+        ),
+    ]:
         assert needed in names
 
 
@@ -90,8 +134,11 @@ def test_wheel_core_is_slim_and_the_console_script_is_declared(wheel):
     archive = zipfile.ZipFile(wheel)
     info = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
     metadata = email.message_from_bytes(archive.read(info))
-    core = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
-            for r in metadata.get_all("Requires-Dist") if "extra ==" not in r}
+    core = {
+        r.split(";")[0].split(">")[0].split("=")[0].split("<")[0].strip().lower()
+        for r in metadata.get_all("Requires-Dist")
+        if "extra ==" not in r
+    }
     assert core == CORE_REQUIREMENTS
     torch_requirement = next(r for r in metadata.get_all("Requires-Dist") if r.startswith("torch") and "extra" not in r)
     assert "==" not in torch_requirement and "<" not in torch_requirement, torch_requirement

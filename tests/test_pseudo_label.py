@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from helpers import make_corpus, write_trials
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -16,27 +15,56 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.mark.slow
 def test_two_rounds_from_a_dino_export(tmp_path):
+    from transformers import AutoModel, AutoModelForAudioXVector
+
     import modeling_dino_speech  # noqa: F401
     from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechModel
-    from transformers import AutoModel, AutoModelForAudioXVector
 
     manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=8, seconds=(1.2, 2.0))
     trials = write_trials(tmp_path / "corpus", manifest, tmp_path / "corpus" / "trials.txt")
     init = tmp_path / "dino_final"
     torch.manual_seed(0)
-    config = DinoSpeechConfig(backbone="ecapa_tdnn", ecapa_channels=32, ecapa_mfa_channels=64, ecapa_se_channels=16,
-                              pooling="attentive_statistics", attention_channels=16, embedding_size=32)
+    config = DinoSpeechConfig(
+        backbone="ecapa_tdnn",
+        ecapa_channels=32,
+        ecapa_mfa_channels=64,
+        ecapa_se_channels=16,
+        pooling="attentive_statistics",
+        attention_channels=16,
+        embedding_size=32,
+    )
     DinoSpeechModel(config).save_pretrained(init)
     DinoSpeechFeatureExtractor.from_model_config(config).save_pretrained(init)
     out = tmp_path / "pl"
-    args = [sys.executable, str(ROOT / "train.py"), "pseudo-label", "--config",
-            str(ROOT / "configs" / "pseudo_label_demo.yaml"), "--init", str(init), "--output_dir", str(out),
-            f"train={manifest}", "rounds=2", "augment.musan_root=null", "num_workers=0",
-            "clustering.n_clusters=4", "clustering.min_cluster_size=2", "clustering.max_cluster_size=20",
-            "clustering.kmeans_samples_per_cluster=2",
-            "supervised.head_steps=3", "supervised.steps=6", "supervised.batch_size=8", "supervised.warmup_steps=2",
-            "supervised.margin_warmup_steps=4", "supervised.crop_seconds=1.0", "log_every=2",
-            f"eval.trials={trials}", f"eval.audio_root={tmp_path / 'corpus'}", "mixed_precision=no"]
+    args = [
+        sys.executable,
+        str(ROOT / "train.py"),
+        "pseudo-label",
+        "--config",
+        str(ROOT / "configs" / "pseudo_label_demo.yaml"),
+        "--init",
+        str(init),
+        "--output_dir",
+        str(out),
+        f"train={manifest}",
+        "rounds=2",
+        "augment.musan_root=null",
+        "num_workers=0",
+        "clustering.n_clusters=4",
+        "clustering.min_cluster_size=2",
+        "clustering.max_cluster_size=20",
+        "clustering.kmeans_samples_per_cluster=2",
+        "supervised.head_steps=3",
+        "supervised.steps=6",
+        "supervised.batch_size=8",
+        "supervised.warmup_steps=2",
+        "supervised.margin_warmup_steps=4",
+        "supervised.crop_seconds=1.0",
+        "log_every=2",
+        f"eval.trials={trials}",
+        f"eval.audio_root={tmp_path / 'corpus'}",
+        "mixed_precision=no",
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]

@@ -32,8 +32,15 @@ from modeling_dino_speech.training.export import write_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
-TINY = dict(resnet_layers=[1, 1, 1, 1], resnet_base_width=8, embedding_size=16, dino_hidden_size=32,
-            dino_bottleneck_size=8, dino_num_prototypes=32, num_labels=3)
+TINY = dict(
+    resnet_layers=[1, 1, 1, 1],
+    resnet_base_width=8,
+    embedding_size=16,
+    dino_hidden_size=32,
+    dino_bottleneck_size=8,
+    dino_num_prototypes=32,
+    num_labels=3,
+)
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -206,9 +213,11 @@ def _unsafe_calls(path: Path) -> list:
 
 def test_scanner_catches_what_it_should(tmp_path):
     bad = tmp_path / "probe.py"
-    bad.write_text("import pickle, torch\nfrom torch import load\nimport numpy as np\n"
-                   "torch.load('a')\ntorch.load('a', weights_only=False)\nload('a')\npickle.loads(b'')\n"
-                   "np.load('a', allow_pickle=True)\ntorch.load('a', weights_only=True)\nnp.load('a')\n")
+    bad.write_text(
+        "import pickle, torch\nfrom torch import load\nimport numpy as np\n"
+        "torch.load('a')\ntorch.load('a', weights_only=False)\nload('a')\npickle.loads(b'')\n"
+        "np.load('a', allow_pickle=True)\ntorch.load('a', weights_only=True)\nnp.load('a')\n"
+    )
     problems = _unsafe_calls(bad)
     assert [int(p.split(":")[1]) for p in problems] == [4, 5, 6, 7, 8], problems
 
@@ -238,8 +247,15 @@ def test_dino_export_holds_only_safetensors_weights(tmp_path):
     student, teacher = DinoSpeechForPreTraining(config), DinoSpeechForPreTraining(config)
     cfg = DinoTrainConfig()
     cfg.model = {k: v for k, v in TINY.items() if k != "num_labels"}
-    final = export_dino(student, teacher, DINOLoss(config.dino_num_prototypes),
-                        DinoSpeechFeatureExtractor.from_model_config(config), cfg, tmp_path, summary={"steps": 0})
+    final = export_dino(
+        student,
+        teacher,
+        DINOLoss(config.dino_num_prototypes),
+        DinoSpeechFeatureExtractor.from_model_config(config),
+        cfg,
+        tmp_path,
+        summary={"steps": 0},
+    )
     files = [p for p in tmp_path.rglob("*") if p.is_file()]
     assert (final / "model.safetensors").is_file()
     assert {p.suffix for p in files if p.suffix in (".bin", ".pt", ".pth", ".pkl", ".ckpt", ".pickle")} == set()
@@ -311,9 +327,15 @@ def test_epoch_with_vanished_and_corrupt_files_skips_and_counts(rotten_manifest,
     from modeling_dino_speech.data.multicrop import MultiCropConfig, build_multicrop_dataloader
 
     dataset, _ = rotten_manifest
-    loader = build_multicrop_dataloader(dataset, MultiCropConfig(on_error="skip", **CROPS), None,
-                                        DinoSpeechFeatureExtractor(), batch_size=5, num_workers=num_workers,
-                                        drop_last=False)
+    loader = build_multicrop_dataloader(
+        dataset,
+        MultiCropConfig(on_error="skip", **CROPS),
+        None,
+        DinoSpeechFeatureExtractor(),
+        batch_size=5,
+        num_workers=num_workers,
+        drop_last=False,
+    )
     batches = list(loader)
     assert len(batches) == 2
     assert sum(int(b["num_skipped"]) for b in batches) == 2
@@ -329,12 +351,24 @@ def test_epoch_with_a_bad_file_fails_naming_it_when_asked(rotten_manifest):
 
     dataset, paths = rotten_manifest
     keep = [i for i in range(10) if i != 3]  # only the corrupt file left
-    loader = build_multicrop_dataloader(dataset.select(keep), MultiCropConfig(on_error="fail", **CROPS), None,
-                                        DinoSpeechFeatureExtractor(), batch_size=9, num_workers=0)
+    loader = build_multicrop_dataloader(
+        dataset.select(keep),
+        MultiCropConfig(on_error="fail", **CROPS),
+        None,
+        DinoSpeechFeatureExtractor(),
+        batch_size=9,
+        num_workers=0,
+    )
     with pytest.raises(Exception, match=paths[7].name):
         list(loader)
-    missing = build_multicrop_dataloader(dataset.select([0, 3]), MultiCropConfig(on_error="fail", **CROPS), None,
-                                         DinoSpeechFeatureExtractor(), batch_size=2, num_workers=0)
+    missing = build_multicrop_dataloader(
+        dataset.select([0, 3]),
+        MultiCropConfig(on_error="fail", **CROPS),
+        None,
+        DinoSpeechFeatureExtractor(),
+        batch_size=2,
+        num_workers=0,
+    )
     with pytest.raises(Exception, match=paths[3].name):
         list(missing)
 
@@ -346,8 +380,17 @@ def test_epoch_with_a_bad_file_fails_naming_it_when_asked(rotten_manifest):
 def test_fast_inference_paths_match_the_plain_computation(kind):
     """The no-padding fast path, channels-last activations and eval-mode conv+BN folding change no result."""
     torch.manual_seed(0)
-    extra = dict(backbone="ecapa_tdnn", ecapa_channels=32, ecapa_mfa_channels=96, pooling="attentive_statistics",
-                 attention_channels=8) if kind == "ecapa_tdnn" else {}
+    extra = (
+        dict(
+            backbone="ecapa_tdnn",
+            ecapa_channels=32,
+            ecapa_mfa_channels=96,
+            pooling="attentive_statistics",
+            attention_channels=8,
+        )
+        if kind == "ecapa_tdnn"
+        else {}
+    )
     model = DinoSpeechModel(DinoSpeechConfig(**{**TINY, **extra})).eval()
     for m in model.modules():  # running statistics away from (0, 1), so folding them is exercised
         if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):

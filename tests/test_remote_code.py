@@ -25,7 +25,8 @@ def test_trust_remote_code_without_the_package(tmp_path):
         expected_8k = model.dino_speech(**fe(wave[::2], sampling_rate=8000, return_tensors="pt")).embeddings[0].tolist()
 
     script = tmp_path / "load.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import importlib.util, json, sys
         # site-packages without its .pth hooks: transformers is importable, the editable package is not
         sys.path.append({sysconfig.get_paths()["purelib"]!r})
@@ -43,10 +44,12 @@ def test_trust_remote_code_without_the_package(tmp_path):
             emb_8k = model(**fe(wave[::2], sampling_rate=8000, return_tensors="pt")).embeddings[0].tolist()
         print(json.dumps({{"model": type(model).__name__, "xvector": type(xvector).__name__,
                           "fe": type(fe).__name__, "module": type(model).__module__, "emb": emb, "emb_8k": emb_8k}}))
-    """))
+    """)
+    )
     env = {"HF_HUB_OFFLINE": "1", "HF_MODULES_CACHE": str(tmp_path / "modules"), "PATH": "/usr/bin:/bin"}
-    result = subprocess.run([sys.executable, "-S", str(script)], capture_output=True, text=True, env=env,
-                            cwd=tmp_path, timeout=300)
+    result = subprocess.run(
+        [sys.executable, "-S", str(script)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     out = json.loads(result.stdout.strip().splitlines()[-1])
     assert out["model"] == "DinoSpeechModel" and out["xvector"] == "DinoSpeechForXVector"

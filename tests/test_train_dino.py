@@ -11,28 +11,43 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
-
 from helpers import make_corpus
+from safetensors.torch import load_file
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "train.py"
 
 TINY = [
-    "model.backbone=ecapa_tdnn", "model.ecapa_channels=32", "model.ecapa_mfa_channels=64",
-    "model.ecapa_se_channels=16", "model.pooling=attentive_statistics", "model.attention_channels=16",
-    "model.embedding_size=32", "model.dino_hidden_size=64", "model.dino_bottleneck_size=16",
+    "model.backbone=ecapa_tdnn",
+    "model.ecapa_channels=32",
+    "model.ecapa_mfa_channels=64",
+    "model.ecapa_se_channels=16",
+    "model.pooling=attentive_statistics",
+    "model.attention_channels=16",
+    "model.embedding_size=32",
+    "model.dino_hidden_size=64",
+    "model.dino_bottleneck_size=16",
     "model.dino_num_prototypes=64",
-    "data.crops.global_seconds=1.0", "data.crops.local_seconds=0.5", "data.crops.n_local=2",
-    "data.batch_size=8", "data.num_workers=0", "optim.warmup_epochs=0.5", "optim.lr=0.01",
-    "optim.freeze_last_layer_epochs=0.2", "log_every=1", "num_threads=1", "mixed_precision=no", "eval.trials=null",
+    "data.crops.global_seconds=1.0",
+    "data.crops.local_seconds=0.5",
+    "data.crops.n_local=2",
+    "data.batch_size=8",
+    "data.num_workers=0",
+    "optim.warmup_epochs=0.5",
+    "optim.lr=0.01",
+    "optim.freeze_last_layer_epochs=0.2",
+    "log_every=1",
+    "num_threads=1",
+    "mixed_precision=no",
+    "eval.trials=null",
 ]
 
 
 def run_train(args, env_extra=None, **kwargs):
     env = {**os.environ, "PYTHONPATH": f"{ROOT}:{ROOT / 'tests'}", "HF_HUB_OFFLINE": "1", **(env_extra or {})}
-    return subprocess.run([sys.executable, str(TRAIN), "dino", *args], env=env, capture_output=True, text=True,
-                          timeout=600, **kwargs)
+    return subprocess.run(
+        [sys.executable, str(TRAIN), "dino", *args], env=env, capture_output=True, text=True, timeout=600, **kwargs
+    )
 
 
 @pytest.fixture(scope="module")
@@ -43,15 +58,29 @@ def corpus(tmp_path_factory):
 
 
 def common(manifest, out, steps, extra=()):
-    return ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(out),
-            f"data.train={manifest}", "data.augment.musan_root=null", *TINY, f"max_steps={steps}", *extra]
+    return [
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
+        "--output_dir",
+        str(out),
+        f"data.train={manifest}",
+        "data.augment.musan_root=null",
+        *TINY,
+        f"max_steps={steps}",
+        *extra,
+    ]
 
 
 def signal_after_logging(manifest, out, steps, sig, lines):
     """Start a run, send `sig` once `lines` steps are in metrics.jsonl; returns (exit code, output)."""
     env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(manifest, out, steps, ["save_every=0"])],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "dino", *common(manifest, out, steps, ["save_every=0"])],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     metrics = out / "metrics.jsonl"
     deadline = time.time() + 300
     while time.time() < deadline and (not metrics.exists() or len(metrics.read_text().splitlines()) < lines):
@@ -63,8 +92,9 @@ def signal_after_logging(manifest, out, steps, sig, lines):
 
 @pytest.mark.slow
 def test_train_export_and_load(corpus, tmp_path):
-    import modeling_dino_speech  # noqa: F401
     from transformers import AutoFeatureExtractor, AutoModel
+
+    import modeling_dino_speech  # noqa: F401
 
     # a corrupt file in the manifest is skipped and reported, never a crash mid-epoch
     bad = corpus.parent / "spk0" / "corrupt.wav"
@@ -90,8 +120,17 @@ def test_train_export_and_load(corpus, tmp_path):
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [l["step"] for l in lines if "loss" in l]
     assert steps == [1, 2, 3, 4, 5, 6]
-    for key in ("loss", "teacher_entropy", "student_entropy", "kl_teacher_student", "center_norm",
-                "embedding_std", "effective_rank", "teacher_momentum", "lr"):
+    for key in (
+        "loss",
+        "teacher_entropy",
+        "student_entropy",
+        "kl_teacher_student",
+        "center_norm",
+        "embedding_std",
+        "effective_rank",
+        "teacher_momentum",
+        "lr",
+    ):
         assert key in lines[-1]
     assert lines[-1]["skipped_files"] >= 1
     assert "corrupt.wav" in result.stderr + result.stdout
@@ -108,8 +147,12 @@ def test_sigkill_and_resume_equals_uninterrupted(corpus, tmp_path):
 
     killed = tmp_path / "killed"
     env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen([sys.executable, str(TRAIN), "dino", *common(corpus, killed, steps, ["save_every=2"])],
-                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "dino", *common(corpus, killed, steps, ["save_every=2"])],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_00000004").exists():
         time.sleep(0.02)
@@ -170,10 +213,25 @@ def test_resume_with_a_config_that_does_not_fit(corpus, tmp_path):
 @pytest.mark.slow
 def test_two_real_processes_agree(corpus, tmp_path):
     out = tmp_path / "ddp"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1", "ACCELERATE_USE_CPU": "1",
-           "OMP_NUM_THREADS": "1"}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "29561",
-           str(TRAIN), "dino", *common(corpus, out, 3, ["save_every=0"])]
+    env = {
+        **os.environ,
+        "PYTHONPATH": f"{ROOT}",
+        "HF_HUB_OFFLINE": "1",
+        "ACCELERATE_USE_CPU": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_port",
+        "29561",
+        str(TRAIN),
+        "dino",
+        *common(corpus, out, 3, ["save_every=0"]),
+    ]
     result = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-4000:]
     check = json.loads((out / "distributed_check.json").read_text())
@@ -187,8 +245,19 @@ def test_two_real_processes_agree(corpus, tmp_path):
 def test_deliberate_collapse_is_detected(corpus, tmp_path):
     # A teacher temperature of 50 makes the teacher's distribution flat: the uniform collapse.
     out = tmp_path / "collapse"
-    result = run_train(common(corpus, out, 30, ["dino.teacher_temperature=50", "dino.warmup_teacher_temperature=50",
-                                                "monitor.patience=3", "monitor.collapse_action=stop"]))
+    result = run_train(
+        common(
+            corpus,
+            out,
+            30,
+            [
+                "dino.teacher_temperature=50",
+                "dino.warmup_teacher_temperature=50",
+                "monitor.patience=3",
+                "monitor.collapse_action=stop",
+            ],
+        )
+    )
     assert result.returncode == 0, result.stderr[-4000:]
     log = result.stdout + result.stderr
     assert "DINO COLLAPSE DETECTED" in log and "UNIFORM" in log
@@ -202,11 +271,16 @@ def test_push_to_hub_after_training_and_failed_push_keeps_everything(corpus, tmp
 
     token = "hf_trainingPushTestToken123"
     with run_hub_server(token=token, lifetime_s=300) as server:
-        env = {"HF_ENDPOINT": server.endpoint, "HF_HUB_OFFLINE": "0", "HF_TOKEN": token,
-               "HF_HOME": str(tmp_path / "hf_home")}
+        env = {
+            "HF_ENDPOINT": server.endpoint,
+            "HF_HUB_OFFLINE": "0",
+            "HF_TOKEN": token,
+            "HF_HOME": str(tmp_path / "hf_home"),
+        }
         out = tmp_path / "pushed"
-        result = run_train(common(corpus, out, 2, ["push_to_hub=true", "hub_model_id=someone/dino-tiny"]),
-                           env_extra=env)
+        result = run_train(
+            common(corpus, out, 2, ["push_to_hub=true", "hub_model_id=someone/dino-tiny"]), env_extra=env
+        )
         assert result.returncode == 0, result.stderr[-4000:]
         files = server.files("someone/dino-tiny")
         assert {"model.safetensors", "config.json", "preprocessor_config.json", "README.md"} <= set(files)

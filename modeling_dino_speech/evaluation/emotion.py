@@ -39,15 +39,15 @@ __all__ = [
     "CORPORA",
     "EmotionTask",
     "Fold",
-    "leave_one_group_out",
-    "group_k_fold",
-    "predefined_split",
     "check_disjoint",
-    "load_task",
-    "make_classifier",
     "cross_validate",
     "evaluate_emotion",
+    "group_k_fold",
+    "leave_one_group_out",
+    "load_task",
     "main",
+    "make_classifier",
+    "predefined_split",
 ]
 
 CORPORA = ("iemocap", "crema_d", "msp_podcast", "demo")
@@ -77,8 +77,10 @@ def predefined_split(splits: Sequence[str], train: Sequence[str], test: Sequence
     splits = np.asarray(splits)
     train_index, test_index = np.flatnonzero(np.isin(splits, train)), np.flatnonzero(np.isin(splits, test))
     if train_index.size == 0 or test_index.size == 0:
-        raise ValueError(f"split {list(train)} / {list(test)} leaves {train_index.size} training and "
-                         f"{test_index.size} test utterances (found splits {sorted(set(splits.tolist()))})")
+        raise ValueError(
+            f"split {list(train)} / {list(test)} leaves {train_index.size} training and "
+            f"{test_index.size} test utterances (found splits {sorted(set(splits.tolist()))})"
+        )
     return [(train_index, test_index)]
 
 
@@ -135,16 +137,26 @@ def load_task(corpus: str, root: str | os.PathLike, n_splits: int = 5) -> Emotio
         train, test = (corpora.load_manifest(os.path.join(root, f"prosody_{s}.csv")) for s in ("train", "test"))
         paths = list(train["path"]) + list(test["path"])
         folds = predefined_split(["train"] * len(train) + ["test"] * len(test), train=["train"], test=["test"])
-        data = {"path": paths, "duration": list(train["duration"]) + list(test["duration"]),
-                "label": list(train["label"]) + list(test["label"]),
-                "speaker": list(train["speaker"]) + list(test["speaker"])}
+        data = {
+            "path": paths,
+            "duration": list(train["duration"]) + list(test["duration"]),
+            "label": list(train["label"]) + list(test["label"]),
+            "speaker": list(train["speaker"]) + list(test["speaker"]),
+        }
         protocol = "prosody-style stand-in, split by voice (prosody_train.csv / prosody_test.csv)"
     else:
         raise ValueError(f"unknown corpus {corpus!r}; choose from {CORPORA}")
     speakers = np.asarray([str(s) for s in data["speaker"]])
     check_disjoint(folds, speakers, "speaker")
-    return EmotionTask(corpus, list(data["path"]), np.asarray(data["duration"], dtype=np.float64),
-                       np.asarray([str(v) for v in data["label"]]), speakers, folds, protocol)
+    return EmotionTask(
+        corpus,
+        list(data["path"]),
+        np.asarray(data["duration"], dtype=np.float64),
+        np.asarray([str(v) for v in data["label"]]),
+        speakers,
+        folds,
+        protocol,
+    )
 
 
 def make_classifier(kind: str = "logreg", seed: int = 0, num_samples: Optional[int] = None):
@@ -162,8 +174,9 @@ def make_classifier(kind: str = "logreg", seed: int = 0, num_samples: Optional[i
         head = LogisticRegression(max_iter=2000, C=1.0)
     elif kind == "mlp":
         early = num_samples is not None and num_samples >= 500
-        head = MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=early, max_iter=500,
-                             random_state=seed)
+        head = MLPClassifier(
+            hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=early, max_iter=500, random_state=seed
+        )
     else:
         raise ValueError(f"classifier must be 'logreg' or 'mlp', got {kind!r}")
     return make_pipeline(StandardScaler(), head)
@@ -222,13 +235,22 @@ def evaluate_emotion(
     else:
         model_name = type(model).__name__
     started = time.perf_counter()
-    embeddings = embed_files(model, feature_extractor, task.paths, durations=task.durations, batch_size=batch_size,
-                             device=device, num_workers=num_workers, progress=progress, desc=f"embedding {corpus}")
+    embeddings = embed_files(
+        model,
+        feature_extractor,
+        task.paths,
+        durations=task.durations,
+        batch_size=batch_size,
+        device=device,
+        num_workers=num_workers,
+        progress=progress,
+        desc=f"embedding {corpus}",
+    )
     embed_seconds = time.perf_counter() - started
     predictions, per_fold = cross_validate(embeddings, task.labels, task.folds, classifier, seed)
     tested = np.concatenate([test for _, test in task.folds])
     scores = classification_scores(task.labels[tested], predictions[tested].astype(str))
-    percent = lambda v: 100.0 * v  # noqa: E731
+    percent = lambda v: 100.0 * v
     result = {
         "micro_f1": percent(scores["micro_f1"]),
         "macro_f1": percent(scores["macro_f1"]),
@@ -242,24 +264,31 @@ def evaluate_emotion(
         "num_speakers": int(np.unique(task.speakers).shape[0]),
         "root": os.fspath(root),
     }
-    report: Dict[str, Any] = {"model": model_name, "emotion_recognition": {corpus: result},
-                              "embedding_seconds": round(embed_seconds, 2)}
+    report: Dict[str, Any] = {
+        "model": model_name,
+        "emotion_recognition": {corpus: result},
+        "embedding_seconds": round(embed_seconds, 2),
+    }
     if out is not None:
         from modeling_dino_speech.evaluation.plots import plot_confusion_matrix
 
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         image = plot_confusion_matrix(
-            scores["confusion"], scores["labels"], out.with_name(f"{out.stem}_confusion_{corpus}.png"),
-            title=f"{corpus}: micro-F1 {result['micro_f1']:.1f}%, UA {result['unweighted_accuracy']:.1f}%")
+            scores["confusion"],
+            scores["labels"],
+            out.with_name(f"{out.stem}_confusion_{corpus}.png"),
+            title=f"{corpus}: micro-F1 {result['micro_f1']:.1f}%, UA {result['unweighted_accuracy']:.1f}%",
+        )
         report["plots"] = {f"confusion_{corpus}": str(image)}
         out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="dino-speech emotion", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dino-speech emotion", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="checkpoint folder, 'fbank-stats' or 'random-init:<folder>'")
     parser.add_argument("--corpus", required=True, choices=CORPORA)
     parser.add_argument("--root", required=True, help="the corpus folder (official layout; the demo corpus folder)")
@@ -271,13 +300,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    report = evaluate_emotion(args.model, args.corpus, args.root, classifier=args.classifier, n_splits=args.folds,
-                              device=args.device, batch_size=args.batch_size, num_workers=args.num_workers,
-                              out=args.out, seed=args.seed)
+    report = evaluate_emotion(
+        args.model,
+        args.corpus,
+        args.root,
+        classifier=args.classifier,
+        n_splits=args.folds,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        out=args.out,
+        seed=args.seed,
+    )
     r = report["emotion_recognition"][args.corpus]
-    print(f"model: {report['model']}\n{args.corpus} ({r['protocol']}; {r['num_utterances']} utterances, "
-          f"{r['classifier']}): micro-F1 {r['micro_f1']:.2f}%, macro-F1 {r['macro_f1']:.2f}%, "
-          f"UA {r['unweighted_accuracy']:.2f}%")
+    print(
+        f"model: {report['model']}\n{args.corpus} ({r['protocol']}; {r['num_utterances']} utterances, "
+        f"{r['classifier']}): micro-F1 {r['micro_f1']:.2f}%, macro-F1 {r['macro_f1']:.2f}%, "
+        f"UA {r['unweighted_accuracy']:.2f}%"
+    )
     if args.out:
         print(f"results -> {args.out}")
     return 0

@@ -26,18 +26,24 @@ from typing import Dict, Mapping, Optional, Sequence
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from modeling_dino_speech.metrics.detection_error_tradeoff import DetectionCurve  # noqa: E402
+from modeling_dino_speech.metrics.detection_error_tradeoff import DetectionCurve
 
-__all__ = ["plot_det", "plot_score_histogram", "plot_tsne", "plot_confusion_matrix", "plot_training_curves",
-           "read_scalars"]
+__all__ = [
+    "plot_confusion_matrix",
+    "plot_det",
+    "plot_score_histogram",
+    "plot_training_curves",
+    "plot_tsne",
+    "read_scalars",
+]
 
 _DET_TICKS = [0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 0.9]
 
 
-def _save(fig: "plt.Figure", path: str | os.PathLike) -> Path:
+def _save(fig: plt.Figure, path: str | os.PathLike) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120, bbox_inches="tight")
@@ -88,7 +94,10 @@ def plot_det(curves: Mapping[str, DetectionCurve], path: str | os.PathLike, titl
 
 
 def plot_score_histogram(
-    scores: np.ndarray, labels: np.ndarray, path: str | os.PathLike, title: str = "trial scores",
+    scores: np.ndarray,
+    labels: np.ndarray,
+    path: str | os.PathLike,
+    title: str = "trial scores",
     threshold: Optional[float] = None,
 ) -> Path:
     """Normalised histograms of target and non-target scores, with an optional decision threshold."""
@@ -108,8 +117,13 @@ def plot_score_histogram(
 
 
 def plot_tsne(
-    embeddings: np.ndarray, labels: Sequence, path: str | os.PathLike, title: str = "t-SNE of embeddings",
-    max_points: int = 2000, max_legend: int = 20, seed: int = 0,
+    embeddings: np.ndarray,
+    labels: Sequence,
+    path: str | os.PathLike,
+    title: str = "t-SNE of embeddings",
+    max_points: int = 2000,
+    max_legend: int = 20,
+    seed: int = 0,
 ) -> Path:
     """2-D t-SNE (cosine distance) of ``embeddings`` (N, D), one colour per label (at most ``max_points``,
     sampled evenly across labels)."""
@@ -127,20 +141,27 @@ def plot_tsne(
         embeddings, labels = embeddings[keep], labels[keep]
     perplexity = float(min(30.0, (embeddings.shape[0] - 1) / 3))
     points = TSNE(n_components=2, perplexity=perplexity, metric="cosine", init="pca", random_state=seed).fit_transform(
-        embeddings)
+        embeddings
+    )
     classes = sorted(set(labels.tolist()))
     cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
     fig, ax = plt.subplots(figsize=(6.5, 5.5))
     for i, name in enumerate(classes):
         mask = labels == name
-        ax.scatter(points[mask, 0], points[mask, 1], s=8, color=cmap(i % cmap.N),
-                   label=name if i < max_legend else None)
+        ax.scatter(
+            points[mask, 0], points[mask, 1], s=8, color=cmap(i % cmap.N), label=name if i < max_legend else None
+        )
     ax.set_xticks([])
     ax.set_yticks([])
     ax.set_title(f"{title} ({embeddings.shape[0]} utterances, {len(classes)} classes)", fontsize=10)
     if classes:
-        ax.legend(fontsize=7, markerscale=2, loc="center left", bbox_to_anchor=(1.0, 0.5),
-                  title=None if len(classes) <= max_legend else f"first {max_legend} of {len(classes)}")
+        ax.legend(
+            fontsize=7,
+            markerscale=2,
+            loc="center left",
+            bbox_to_anchor=(1.0, 0.5),
+            title=None if len(classes) <= max_legend else f"first {max_legend} of {len(classes)}",
+        )
     return _save(fig, path)
 
 
@@ -156,8 +177,15 @@ def plot_confusion_matrix(
     image = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
     for i in range(matrix.shape[0]):
         for j in range(matrix.shape[1]):
-            ax.text(j, i, f"{matrix[i, j]}\n{rates[i, j]:.0%}", ha="center", va="center", fontsize=8,
-                    color="white" if rates[i, j] > 0.5 else "black")
+            ax.text(
+                j,
+                i,
+                f"{matrix[i, j]}\n{rates[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color="white" if rates[i, j] > 0.5 else "black",
+            )
     ax.set_xticks(range(len(names)), names, rotation=45, ha="right")
     ax.set_yticks(range(len(names)), names)
     ax.set_xlabel("predicted")
@@ -223,13 +251,18 @@ def read_scalars(source: str | os.PathLike) -> Dict[str, tuple]:
                 raise ValueError(f"{source}: record {i} has no 'step': {row!r}")
             for tag, value in row.items():
                 add(row["step"], tag, value)
-    return {tag: (np.array(sorted(series)), np.array([series[s] for s in sorted(series)]))
-            for tag, series in sorted(records.items())}
+    return {
+        tag: (np.array(sorted(series)), np.array([series[s] for s in sorted(series)]))
+        for tag, series in sorted(records.items())
+    }
 
 
 def plot_training_curves(
-    source: str | os.PathLike | Mapping[str, tuple], path: str | os.PathLike, tags: Optional[Sequence[str]] = None,
-    title: str = "training curves", columns: int = 3,
+    source: str | os.PathLike | Mapping[str, tuple],
+    path: str | os.PathLike,
+    tags: Optional[Sequence[str]] = None,
+    title: str = "training curves",
+    columns: int = 3,
 ) -> Path:
     """One small panel per scalar (``tags`` selects and orders them; default: every tag found).
 
@@ -252,7 +285,7 @@ def plot_training_curves(
         ax.set_xlabel("step", fontsize=8)
         ax.tick_params(labelsize=7)
         ax.grid(True, alpha=0.3)
-    for ax in axes.ravel()[len(scalars):]:
+    for ax in axes.ravel()[len(scalars) :]:
         ax.axis("off")
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
@@ -260,8 +293,9 @@ def plot_training_curves(
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="dino-speech plots", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dino-speech plots", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     tsne = commands.add_parser("tsne", help="t-SNE map of utterance embeddings coloured by a column")
     source = tsne.add_mutually_exclusive_group(required=True)

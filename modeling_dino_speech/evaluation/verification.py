@@ -35,7 +35,7 @@ import numpy as np
 from modeling_dino_speech.metrics.detection_error_tradeoff import DetectionCurve, detection_curve
 from modeling_dino_speech.scoring import as_norm, cohort_statistics, cosine_scores
 
-__all__ = ["P_TARGETS", "verify", "verify_lists", "verification_metrics", "trial_list_evaluator", "main"]
+__all__ = ["P_TARGETS", "main", "trial_list_evaluator", "verification_metrics", "verify", "verify_lists"]
 
 P_TARGETS = (0.01, 0.05)
 
@@ -76,18 +76,25 @@ def _read_lists(trial_paths: Sequence[PathLike], audio_root: Optional[PathLike])
         if absent:
             missing[os.fspath(trial_path)] = absent
         labels = np.fromiter((t.label for t in trials), dtype=np.int8, count=len(trials))
-        lists[_list_name(trial_path, lists)] = (os.fspath(trial_path), labels, [t.enroll for t in trials],
-                                                [t.test for t in trials])
+        lists[_list_name(trial_path, lists)] = (
+            os.fspath(trial_path),
+            labels,
+            [t.enroll for t in trials],
+            [t.test for t in trials],
+        )
     if missing:
         count = sum(len(v) for v in missing.values())
-        listing = "\n".join(f"{path}: {len(files)} missing (audio root {audio_root or os.path.dirname(path)}):\n  "
-                            + "\n  ".join(files) for path, files in missing.items())
+        listing = "\n".join(
+            f"{path}: {len(files)} missing (audio root {audio_root or os.path.dirname(path)}):\n  " + "\n  ".join(files)
+            for path, files in missing.items()
+        )
         raise FileNotFoundError(f"{count} audio file(s) referenced by the trial list(s) do not exist:\n{listing}")
     return lists
 
 
-def _cohort_embeddings(cohort: Any, model, feature_extractor, exclude: set, cohort_size: int, seed: int,
-                       embed_kwargs: dict) -> np.ndarray:
+def _cohort_embeddings(
+    cohort: Any, model, feature_extractor, exclude: set, cohort_size: int, seed: int, embed_kwargs: dict
+) -> np.ndarray:
     """(K, D) cohort embeddings from an array, a `dino-speech embed` output file, a manifest or an audio folder;
     files that also appear in the trials are left out (a file must not be its own impostor)."""
     from modeling_dino_speech.inference import embed_files, load_audio_list, read_embeddings
@@ -110,8 +117,10 @@ def _cohort_embeddings(cohort: Any, model, feature_extractor, exclude: set, coho
     if len(keep) > cohort_size:
         keep = sorted(rng.permutation(keep)[:cohort_size].tolist())
     if not keep:
-        raise ValueError(f"{cohort}: every cohort utterance also occurs in the trials; the cohort must come "
-                         "from other (e.g. training) data")
+        raise ValueError(
+            f"{cohort}: every cohort utterance also occurs in the trials; the cohort must come "
+            "from other (e.g. training) data"
+        )
     paths = [files["path"][i] for i in keep]
     durations = [files["duration"][i] for i in keep]
     return embed_files(model, feature_extractor, paths, durations=durations, desc="embedding cohort", **embed_kwargs)
@@ -179,8 +188,9 @@ def verify_lists(
 
     statistics = None
     if cohort is not None:
-        cohort_matrix = _cohort_embeddings(cohort, model, feature_extractor, set(files), cohort_size, seed,
-                                           embed_kwargs)
+        cohort_matrix = _cohort_embeddings(
+            cohort, model, feature_extractor, set(files), cohort_size, seed, embed_kwargs
+        )
         statistics = cohort_statistics(embeddings, cohort_matrix, top_k=top_k)
 
     results: Dict[str, Any] = {}
@@ -191,21 +201,33 @@ def verify_lists(
         test_index = np.fromiter((index[f] for f in test), dtype=np.int64, count=len(test))
         scores = cosine_scores(embeddings, enroll_index, test_index)
         curve = detection_curve(scores, labels)
-        entry = {**verification_metrics(curve), "num_trials": int(labels.shape[0]),
-                 "num_targets": curve.num_targets, "num_nontargets": curve.num_nontargets,
-                 "num_files": len(set(enroll) | set(test)), "trials": path}
+        entry = {
+            **verification_metrics(curve),
+            "num_trials": int(labels.shape[0]),
+            "num_targets": curve.num_targets,
+            "num_nontargets": curve.num_nontargets,
+            "num_files": len(set(enroll) | set(test)),
+            "trials": path,
+        }
         curves[name] = curve
         scored[name] = (scores, labels, entry["eer_threshold"])
         if statistics is not None:
             normed = as_norm(scores, enroll_index, test_index, statistics)
             normed_curve = detection_curve(normed, labels)
-            entry["as_norm"] = {**verification_metrics(normed_curve), "cohort_size": int(cohort_matrix.shape[0]),
-                                "top_k": int(min(top_k, cohort_matrix.shape[0]))}
+            entry["as_norm"] = {
+                **verification_metrics(normed_curve),
+                "cohort_size": int(cohort_matrix.shape[0]),
+                "top_k": int(min(top_k, cohort_matrix.shape[0])),
+            }
             curves[f"{name} AS-norm"] = normed_curve
         results[name] = entry
 
-    report: Dict[str, Any] = {"model": model_name, "speaker_verification": results,
-                              "embedding_seconds": round(embed_seconds, 2), "num_files": len(files)}
+    report: Dict[str, Any] = {
+        "model": model_name,
+        "speaker_verification": results,
+        "embedding_seconds": round(embed_seconds, 2),
+        "num_files": len(files),
+    }
     if out is not None:
         report["plots"] = _write_outputs(Path(out), report, curves, scored)
     if return_curves:
@@ -219,9 +241,15 @@ def _write_outputs(out: Path, report: dict, curves: Dict[str, DetectionCurve], s
     out.parent.mkdir(parents=True, exist_ok=True)
     plots = {"det": str(plot_det(curves, out.with_name(f"{out.stem}_det.png"), title=f"DET: {report['model']}"))}
     for name, (scores, labels, threshold) in scored.items():
-        plots[f"scores_{name}"] = str(plot_score_histogram(
-            scores, labels, out.with_name(f"{out.stem}_scores_{name}.png"), title=f"{name}: cosine scores",
-            threshold=threshold))
+        plots[f"scores_{name}"] = str(
+            plot_score_histogram(
+                scores,
+                labels,
+                out.with_name(f"{out.stem}_scores_{name}.png"),
+                title=f"{name}: cosine scores",
+                threshold=threshold,
+            )
+        )
     report = {**report, "plots": plots}
     out.write_text(json.dumps(report, indent=1, default=_json_default) + "\n", encoding="utf-8")
     return plots
@@ -261,12 +289,15 @@ def trial_list_evaluator(trials: PathLike, audio_root: Optional[PathLike] = None
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="dino-speech verify", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dino-speech verify", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--model", required=True, help="checkpoint folder, 'fbank-stats' or 'random-init:<folder>'")
     parser.add_argument("--trials", required=True, nargs="+", help="trial list(s), '<label> <enroll> <test>' per line")
     parser.add_argument("--audio-root", help="folder the trial paths are relative to (default: each list's folder)")
-    parser.add_argument("--cohort", help="AS-norm cohort: manifest CSV, audio folder, or dino-speech embed .parquet/.npy")
+    parser.add_argument(
+        "--cohort", help="AS-norm cohort: manifest CSV, audio folder, or dino-speech embed .parquet/.npy"
+    )
     parser.add_argument("--cohort-size", type=int, default=2000)
     parser.add_argument("--top-k", type=int, default=300)
     parser.add_argument("--out", help="results.json (plots are written beside it)")
@@ -276,9 +307,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
-    report = verify_lists(args.model, args.trials, args.audio_root, cohort=args.cohort, cohort_size=args.cohort_size,
-                          top_k=args.top_k, device=args.device, batch_size=args.batch_size,
-                          num_workers=args.num_workers, out=args.out, seed=args.seed)
+    report = verify_lists(
+        args.model,
+        args.trials,
+        args.audio_root,
+        cohort=args.cohort,
+        cohort_size=args.cohort_size,
+        top_k=args.top_k,
+        device=args.device,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        out=args.out,
+        seed=args.seed,
+    )
     print(format_table(report))
     if args.out:
         print(f"results -> {args.out}")
@@ -287,13 +328,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
 def format_table(report: Mapping[str, Any]) -> str:
     """A plain-text table of a :func:`verify_lists` report."""
-    lines = [f"model: {report['model']}",
-             f"{'trial list':<28} {'trials':>9} {'EER %':>8} {'minDCF0.01':>11} {'minDCF0.05':>11}"]
+    lines = [
+        f"model: {report['model']}",
+        f"{'trial list':<28} {'trials':>9} {'EER %':>8} {'minDCF0.01':>11} {'minDCF0.05':>11}",
+    ]
     for name, m in report["speaker_verification"].items():
         rows = [(name, m)] + ([(f"{name} (AS-norm)", m["as_norm"])] if "as_norm" in m else [])
         for label, metrics in rows:
-            lines.append(f"{label:<28} {m['num_trials']:>9,} {metrics['eer']:>8.2f} "
-                         f"{metrics['min_dcf_0.01']:>11.4f} {metrics['min_dcf_0.05']:>11.4f}")
+            lines.append(
+                f"{label:<28} {m['num_trials']:>9,} {metrics['eer']:>8.2f} "
+                f"{metrics['min_dcf_0.01']:>11.4f} {metrics['min_dcf_0.05']:>11.4f}"
+            )
     return "\n".join(lines)
 
 

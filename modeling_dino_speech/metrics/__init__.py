@@ -19,7 +19,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-__all__ = ["METRICS", "PAPER_CITATION", "metric_path", "load"]
+__all__ = ["METRICS", "PAPER_CITATION", "load", "metric_path"]
 
 #: The `evaluate` modules that ship with the package.
 METRICS = ("eer", "min_dcf", "micro_f1", "macro_f1", "unweighted_accuracy")

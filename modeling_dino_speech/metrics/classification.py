@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["confusion_matrix", "micro_f1", "macro_f1", "unweighted_accuracy", "classification_scores"]
+__all__ = ["classification_scores", "confusion_matrix", "macro_f1", "micro_f1", "unweighted_accuracy"]
 
 
 def confusion_matrix(

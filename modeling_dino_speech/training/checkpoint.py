@@ -52,8 +52,15 @@ def _fsync_tree(path: Path) -> None:
                 os.fsync(handle.fileno())
 
 
-def save_checkpoint(accelerator, output_dir: os.PathLike, step: int, tensors: Dict[str, torch.Tensor],
-                    state: dict, keep: int = 2, texts: Optional[Dict[str, str]] = None) -> Path:
+def save_checkpoint(
+    accelerator,
+    output_dir: os.PathLike,
+    step: int,
+    tensors: Dict[str, torch.Tensor],
+    state: dict,
+    keep: int = 2,
+    texts: Optional[Dict[str, str]] = None,
+) -> Path:
     """Write checkpoint `step` atomically; all processes must call this (accelerate saves per-rank RNG).
 
     Args:

@@ -180,7 +180,11 @@ class ClusteringConfig:
         if not self.kmeans_samples_per_cluster >= 1.0:
             raise bad("kmeans_samples_per_cluster", "must be >= 1")
         for name in (
-            "kmeans_iters", "kmeans_flat_max_clusters", "knn_neighbors", "knn_exact_max", "knn_nprobe",
+            "kmeans_iters",
+            "kmeans_flat_max_clusters",
+            "knn_neighbors",
+            "knn_exact_max",
+            "knn_nprobe",
             "min_cluster_size",
         ):
             if int(getattr(self, name)) < 1:
@@ -243,7 +247,7 @@ class ClusteringResult:
 
 def _faiss_or_none() -> Any:
     try:
-        import faiss  # noqa: PLC0415 (optional dependency)
+        import faiss
     except ImportError:
         return None
     return faiss
@@ -256,9 +260,7 @@ def resolve_backend(backend: Backend) -> tuple[str, str]:
     has_faiss = _faiss_or_none() is not None
     if backend == "faiss":
         if not has_faiss:
-            raise ValueError(
-                'ClusteringConfig.backend="faiss" but faiss is not importable (pip install faiss-cpu)'
-            )
+            raise ValueError('ClusteringConfig.backend="faiss" but faiss is not importable (pip install faiss-cpu)')
         return "faiss", "faiss"
     return "sklearn", "faiss" if has_faiss else "sklearn"
 
@@ -298,9 +300,7 @@ def _validated_copy(embeddings: np.ndarray, min_points: int) -> np.ndarray:
     if suspicious.size:
         bad = suspicious[~np.isfinite(x[suspicious]).all(axis=1)]
         if bad.size:
-            raise ValueError(
-                f"cluster_embeddings: {bad.size} row(s) contain NaN or Inf (first at index {int(bad[0])})"
-            )
+            raise ValueError(f"cluster_embeddings: {bad.size} row(s) contain NaN or Inf (first at index {int(bad[0])})")
     return _l2_normalise(x, "cluster_embeddings")
 
 
@@ -329,9 +329,7 @@ def reduce_dimension(
     }
 
 
-def _kmeans_assign(
-    x: np.ndarray, k: int, backend: str, iters: int, seed: int, plusplus: bool = True
-) -> np.ndarray:
+def _kmeans_assign(x: np.ndarray, k: int, backend: str, iters: int, seed: int, plusplus: bool = True) -> np.ndarray:
     """One library k-means call: fit on at most 256 points per centroid, assign all (N,) int64.
 
     ``plusplus`` seeds both backends with the same k-means++ centres (D^2 sampling, one trial per centre):
@@ -357,16 +355,25 @@ def _kmeans_assign(
         # min_points_per_centroid=1: 4 points per cluster is the recipe, not a mistake worth a warning;
         # max_points_per_centroid is applied above so both backends subsample the same way.
         km = faiss.Kmeans(
-            d, k, niter=iters, seed=int(seed) % (2**31), verbose=False,
-            min_points_per_centroid=1, max_points_per_centroid=n + 1,
+            d,
+            k,
+            niter=iters,
+            seed=int(seed) % (2**31),
+            verbose=False,
+            min_points_per_centroid=1,
+            max_points_per_centroid=n + 1,
         )
         fit32 = np.ascontiguousarray(fit_x, dtype=np.float32)
         km.train(fit32, init_centroids=None if init is None else np.ascontiguousarray(init, dtype=np.float32))
         _, assign = km.index.search(np.ascontiguousarray(x, dtype=np.float32), 1)
         return assign[:, 0].astype(np.int64)
     km = KMeans(
-        n_clusters=k, init="random" if init is None else init.astype(fit_x.dtype), n_init=1,
-        max_iter=iters, random_state=seed % (2**32), algorithm="lloyd",
+        n_clusters=k,
+        init="random" if init is None else init.astype(fit_x.dtype),
+        n_init=1,
+        max_iter=iters,
+        random_state=seed % (2**32),
+        algorithm="lloyd",
     )
     km.fit(fit_x)
     return km.predict(x).astype(np.int64) if fit_x is not x else km.labels_.astype(np.int64)
@@ -578,8 +585,11 @@ def _agglomerate_by_components(
                 knn_graph = _threshold_graph(idx, sims, None)
             sub = knn_graph[members][:, members]
             model = AgglomerativeClustering(
-                n_clusters=None, metric="cosine", linkage="average",
-                distance_threshold=1.0 - threshold, connectivity=sub,
+                n_clusters=None,
+                metric="cosine",
+                linkage="average",
+                distance_threshold=1.0 - threshold,
+                connectivity=sub,
             )
             local = model.fit_predict(c[members].astype(np.float64)).astype(np.int64)
         labels[members] = local + offset
@@ -851,7 +861,12 @@ def _cluster(
     with _stage("kmeans", timings, memory, profile_memory):
         target_p = max(1, round(n / cfg.kmeans_samples_per_cluster))
         pre, info = precluster_kmeans(
-            y, target_p, backends[0], cfg.kmeans_iters, cfg.kmeans_flat_max_clusters, cfg.seed,
+            y,
+            target_p,
+            backends[0],
+            cfg.kmeans_iters,
+            cfg.kmeans_flat_max_clusters,
+            cfg.seed,
             cfg.kmeans_border_probes,
         )
         stages.update(info)
@@ -859,16 +874,28 @@ def _cluster(
 
     with _stage("agglomerative", timings, memory, profile_memory):
         cluster_of_pre, info = agglomerate(
-            centroids, cfg.similarity_threshold, cfg.n_clusters, cfg.agglomerative_dense_max,
-            cfg.knn_neighbors, backends[1], cfg.knn_exact_max, cfg.knn_nprobe, cfg.seed,
+            centroids,
+            cfg.similarity_threshold,
+            cfg.n_clusters,
+            cfg.agglomerative_dense_max,
+            cfg.knn_neighbors,
+            backends[1],
+            cfg.knn_exact_max,
+            cfg.knn_nprobe,
+            cfg.seed,
         )
         stages.update(info)
         point_labels = cluster_of_pre[pre]
 
     with _stage("filter", timings, memory, profile_memory):
         labels, confidence, info = filter_clusters(
-            y, point_labels, cfg.min_cluster_size, cfg.max_cluster_size, cfg.large_cluster_policy,
-            cfg.confidence_quantile, cfg.min_confidence,
+            y,
+            point_labels,
+            cfg.min_cluster_size,
+            cfg.max_cluster_size,
+            cfg.large_cluster_policy,
+            cfg.confidence_quantile,
+            cfg.min_confidence,
         )
         stages.update(info)
 
@@ -923,9 +950,7 @@ def clustering_report(result: ClusteringResult, true_labels: Sequence[Any] | np.
         return report
     truth = np.asarray(true_labels)
     if truth.ndim != 1 or truth.shape[0] != labels.shape[0]:
-        raise ValueError(
-            f"clustering_report: true_labels must have shape ({labels.shape[0]},), got {truth.shape}"
-        )
+        raise ValueError(f"clustering_report: true_labels must have shape ({labels.shape[0]},), got {truth.shape}")
     _, truth_ids = np.unique(truth, return_inverse=True)
     report["n_true_classes"] = int(truth_ids.max()) + 1
     report["n_true_classes_kept"] = int(np.unique(truth_ids[kept]).size)

@@ -120,7 +120,10 @@ def check_model_kwargs(kwargs: Dict[str, Any], where: str) -> None:
     known = set(inspect.signature(DinoSpeechConfig.__init__).parameters) | {"num_labels"}
     unknown = sorted(set(kwargs) - known)
     if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(unknown)} (DinoSpeechConfig takes: {', '.join(sorted(known - {'self', 'kwargs'}))})")
+        raise ValueError(
+            f"unknown key(s) in {where}: {', '.join(unknown)} "
+            f"(DinoSpeechConfig takes: {', '.join(sorted(known - {'self', 'kwargs'}))})"
+        )
 
 
 def _is_dataclass_type(tp: Any) -> bool:
@@ -162,8 +165,9 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config") -> T:
     names = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(data) - names)
     if unknown:
-        raise ValueError(f"unknown key(s) in {where}: {', '.join(map(repr, unknown))} "
-                         f"(allowed: {', '.join(sorted(names))})")
+        raise ValueError(
+            f"unknown key(s) in {where}: {', '.join(map(repr, unknown))} (allowed: {', '.join(sorted(names))})"
+        )
     return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
 
 
@@ -201,9 +205,7 @@ def apply_overrides(cls: Type, data: Dict[str, Any], overrides: Sequence[str]) -
             raise ValueError(f"override {item!r} is not key=value")
         key, raw = item.split("=", 1)
         value = yaml.safe_load(raw)
-        if key.startswith("model."):
-            path = key.split(".")
-        elif key in leaves:
+        if key.startswith("model.") or key in leaves:
             path = key.split(".")
         else:
             matches = [p for p in leaves if p.split(".")[-1] == key]
@@ -224,7 +226,7 @@ def load_config(cls: Type[T], path: Optional[Union[str, Path]], overrides: Seque
     """Read a YAML recipe into `cls`, apply overrides, resolve relative data paths against the working dir."""
     data: Dict[str, Any] = {}
     if path is not None:
-        with open(path, "r", encoding="utf-8") as handle:
+        with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}
         if not isinstance(data, dict):
             raise ValueError(f"{path}: a recipe must be a YAML mapping")

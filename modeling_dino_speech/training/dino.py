@@ -13,7 +13,6 @@ import hashlib
 import json
 import logging
 import math
-import os
 import signal
 import sys
 import threading
@@ -22,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, List, Mapping, Optional
 
-import numpy as np
 import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
@@ -93,8 +91,12 @@ def param_groups(model: nn.Module) -> List[Dict]:
 
 
 @torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, momentum: float,
-               all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None) -> None:
+def ema_update(
+    teacher: nn.Module,
+    student: nn.Module,
+    momentum: float,
+    all_reduce: Optional[Callable[[torch.Tensor], torch.Tensor]] = None,
+) -> None:
     """teacher <- momentum * teacher + (1 - momentum) * student, parameters and BatchNorm statistics alike.
 
     The teacher's BatchNorm layers have momentum 0 (they normalise with batch statistics but never update their
@@ -153,8 +155,11 @@ def build_training_dataset(corpus: str, train: str, on_error: str = "skip"):
 
     if not train:
         raise ValueError("the training pool is empty: point data.train at a manifest CSV or a corpus folder")
-    loaders = {"manifest": corpora.load_manifest, "folder": corpora.load_audio_folder,
-               "voxceleb": corpora.load_voxceleb}
+    loaders = {
+        "manifest": corpora.load_manifest,
+        "folder": corpora.load_audio_folder,
+        "voxceleb": corpora.load_voxceleb,
+    }
     if corpus not in loaders:
         raise ValueError(f"data.corpus must be one of {sorted(loaders)}, got {corpus!r}")
     return loaders[corpus](train, on_error="skip" if on_error == "skip" else "raise")
@@ -164,12 +169,17 @@ def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) ->
     """Refuse to resume a checkpoint with a model of another shape."""
     current = config.to_diff_dict()
     keys = sorted(set(saved) | set(current))
-    differ = [k for k in keys if k not in ("auto_map", "transformers_version", "dtype", "architectures")
-              and saved.get(k) != current.get(k)]
+    differ = [
+        k
+        for k in keys
+        if k not in ("auto_map", "transformers_version", "dtype", "architectures") and saved.get(k) != current.get(k)
+    ]
     if differ:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in differ)
-        raise ValueError(f"the config does not fit the checkpoint {where}: {details}. Use another --output_dir "
-                         "or the checkpoint's settings.")
+        raise ValueError(
+            f"the config does not fit the checkpoint {where}: {details}. Use another --output_dir "
+            "or the checkpoint's settings."
+        )
 
 
 def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[Evaluator] = None) -> Path:
@@ -196,8 +206,10 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
     world = accelerator.num_processes
     micro_batch, rest = divmod(cfg.data.batch_size, world * cfg.optim.grad_accum)
     if rest or micro_batch == 0:
-        raise ValueError(f"data.batch_size={cfg.data.batch_size} (the effective batch) must be a multiple of "
-                         f"processes x grad_accum = {world} x {cfg.optim.grad_accum}")
+        raise ValueError(
+            f"data.batch_size={cfg.data.batch_size} (the effective batch) must be a multiple of "
+            f"processes x grad_accum = {world} x {cfg.optim.grad_accum}"
+        )
     set_seed(cfg.seed)
 
     config = DinoSpeechConfig(**cfg.model)
@@ -207,8 +219,9 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
     teacher.requires_grad_(False)
     freeze_batchnorm_statistics(teacher)
     crops = cfg.data.crops
-    dino_loss = DINOLoss(config.dino_num_prototypes, crops.n_global, cfg.dino.student_temperature,
-                         cfg.dino.center_momentum)
+    dino_loss = DINOLoss(
+        config.dino_num_prototypes, crops.n_global, cfg.dino.student_temperature, cfg.dino.center_momentum
+    )
     optimizer = torch.optim.AdamW(param_groups(student), lr=0.0, betas=tuple(cfg.optim.betas))
     student, optimizer = accelerator.prepare(student, optimizer)
     teacher.to(accelerator.device).train()
@@ -221,13 +234,27 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
         source = dataset
         if cfg.data.streaming:
             # Streams cannot seek: a resumed epoch restarts its stream (documented in the README).
-            source = streaming_source(dataset, num_shards=max(8, world * max(cfg.data.num_workers, 1)),
-                                      num_replicas=world, rank=accelerator.process_index, seed=cfg.seed + epoch)
+            source = streaming_source(
+                dataset,
+                num_shards=max(8, world * max(cfg.data.num_workers, 1)),
+                num_replicas=world,
+                rank=accelerator.process_index,
+                seed=cfg.seed + epoch,
+            )
             start_batch = 0
         return build_multicrop_dataloader(
-            source, crops, augment, feature_extractor, batch_size=micro_batch, num_workers=cfg.data.num_workers,
-            seed=cfg.seed, epoch=epoch, start_batch=start_batch, num_replicas=world,
-            rank=accelerator.process_index, drop_last=True,
+            source,
+            crops,
+            augment,
+            feature_extractor,
+            batch_size=micro_batch,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.seed,
+            epoch=epoch,
+            start_batch=start_batch,
+            num_replicas=world,
+            rank=accelerator.process_index,
+            drop_last=True,
         )
 
     batches_per_epoch = len(dataset) // (micro_batch * world) if cfg.data.streaming else len(loader_for(0, 0))
@@ -237,19 +264,24 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
     # max_steps=0 exports the untrained teacher: the "same network at random init" baseline.
     total_steps = cfg.optim.max_steps if cfg.optim.max_steps is not None else cfg.optim.epochs * steps_per_epoch
     schedules = DinoSchedules.build(cfg.optim, cfg.dino, max(total_steps, 1), steps_per_epoch, cfg.data.batch_size)
-    monitor = CollapseMonitor(cfg.monitor.patience, cfg.monitor.min_batch_entropy, cfg.monitor.max_sample_entropy,
-                              cfg.monitor.min_embedding_std)
+    monitor = CollapseMonitor(
+        cfg.monitor.patience,
+        cfg.monitor.min_batch_entropy,
+        cfg.monitor.max_sample_entropy,
+        cfg.monitor.min_embedding_std,
+    )
     state = TrainState()
 
     if resume and (found := latest_checkpoint(output_dir)) is not None:
         check_checkpoint_fits(json.loads((found / "model_config.json").read_text()), config, found)
         tensors, saved = load_checkpoint(accelerator, found)
-        teacher.load_state_dict({k[len("teacher."):]: v for k, v in tensors.items() if k.startswith("teacher.")})
+        teacher.load_state_dict({k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")})
         dino_loss.center.copy_(tensors["center"].to(accelerator.device))
         state = TrainState(**saved["train_state"])
         monitor.load_state_dict(saved.get("monitor", {}))
-        accelerator.print(f"resumed from {found} at step {state.global_step} (epoch {state.epoch}, "
-                          f"batch {state.batch_in_epoch})")
+        accelerator.print(
+            f"resumed from {found} at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+        )
     elif resume:
         accelerator.print(f"--resume: no checkpoint in {output_dir / 'checkpoints'}, starting from scratch")
 
@@ -263,14 +295,25 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
         tensors = {f"teacher.{k}": v for k, v in teacher.state_dict().items()}
         tensors["center"] = dino_loss.center
         # model_config.json goes in before the rename: a checkpoint without it could not be resumed
-        return save_checkpoint(accelerator, output_dir, state.global_step, tensors,
-                               {"train_state": vars(state), "monitor": monitor.state_dict()}, cfg.keep_checkpoints,
-                               texts={"model_config.json": json.dumps(config.to_diff_dict(), indent=1, sort_keys=True)})
+        return save_checkpoint(
+            accelerator,
+            output_dir,
+            state.global_step,
+            tensors,
+            {"train_state": vars(state), "monitor": monitor.state_dict()},
+            cfg.keep_checkpoints,
+            texts={"model_config.json": json.dumps(config.to_diff_dict(), indent=1, sort_keys=True)},
+        )
 
     n_crops = crops.n_global + crops.n_local
     stop = GracefulStop()
-    progress = tqdm(total=total_steps, initial=state.global_step, disable=not accelerator.is_local_main_process,
-                    desc="dino", dynamic_ncols=True)
+    progress = tqdm(
+        total=total_steps,
+        initial=state.global_step,
+        disable=not accelerator.is_local_main_process,
+        desc="dino",
+        dynamic_ncols=True,
+    )
     collapsed = None
     evaluated_step = None  # the step of the last in-loop evaluation, so the final one is not run twice
     step_time = time.perf_counter()
@@ -293,7 +336,9 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
                     continue
                 global_crops = views(batch["global_features"]).to(accelerator.device, non_blocking=True)
                 local = batch.get("local_features")
-                student_crops = [global_crops] + ([views(local).to(accelerator.device)] if local is not None and local.numel() else [])
+                student_crops = [global_crops] + (
+                    [views(local).to(accelerator.device)] if local is not None and local.numel() else []
+                )
                 sync = (micro + 1) % cfg.optim.grad_accum == 0
                 step = state.global_step
                 with accelerator.autocast():
@@ -307,7 +352,9 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
                     temperature = float(schedules.teacher_temperature[step])
                     loss = dino_loss(student_logits, teacher_logits, temperature)
                 if not math.isfinite(loss.item()):
-                    raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs")
+                    raise FloatingPointError(
+                        f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs"
+                    )
                 if sync:
                     accelerator.backward(loss / cfg.optim.grad_accum)
                 else:
@@ -331,8 +378,12 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 momentum = float(schedules.teacher_momentum[step])
-                ema_update(teacher, accelerator.unwrap_model(student), momentum,
-                           all_reduce=(lambda t: accelerator.reduce(t, "mean")) if world > 1 else None)
+                ema_update(
+                    teacher,
+                    accelerator.unwrap_model(student),
+                    momentum,
+                    all_reduce=(lambda t: accelerator.reduce(t, "mean")) if world > 1 else None,
+                )
                 state.global_step += 1
                 state.batch_in_epoch += cfg.optim.grad_accum
                 micro = 0
@@ -341,41 +392,60 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
                 if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
                     now = time.perf_counter()
                     elapsed, step_time = now - step_time, now
-                    steps_done = cfg.log_every if state.global_step % cfg.log_every == 0 else state.global_step % cfg.log_every
+                    steps_done = (
+                        cfg.log_every if state.global_step % cfg.log_every == 0 else state.global_step % cfg.log_every
+                    )
                     with torch.no_grad():
-                        stats = dino_statistics(dino_loss.teacher_probabilities(teacher_logits, temperature),
-                                                student_logits, dino_loss.student_temperature, crops.n_global,
-                                                teacher_embeddings, dino_loss.center)
+                        stats = dino_statistics(
+                            dino_loss.teacher_probabilities(teacher_logits, temperature),
+                            student_logits,
+                            dino_loss.student_temperature,
+                            crops.n_global,
+                            teacher_embeddings,
+                            dino_loss.center,
+                        )
                     stats.update(
-                        loss=float(accelerator.reduce(loss.detach().float(), "mean")), lr=schedules.learning_rate[step],
-                        weight_decay=schedules.weight_decay[step], teacher_momentum=momentum,
-                        teacher_temperature=temperature, epoch=state.epoch,
+                        loss=float(accelerator.reduce(loss.detach().float(), "mean")),
+                        lr=schedules.learning_rate[step],
+                        weight_decay=schedules.weight_decay[step],
+                        teacher_momentum=momentum,
+                        teacher_temperature=temperature,
+                        epoch=state.epoch,
                         crops_per_second=steps_done * cfg.data.batch_size * n_crops / max(elapsed, 1e-9),
                         grad_norm=float(grad_norm) if grad_norm is not None else 0.0,
-                        skipped_files=state.num_skipped, short_utterances=state.num_short,
+                        skipped_files=state.num_skipped,
+                        short_utterances=state.num_short,
                     )
                     stats = {k: float(v) for k, v in stats.items()}
                     accelerator.log(stats, step=state.global_step)
                     if accelerator.is_main_process:
                         with open(metrics_file, "a", encoding="utf-8") as handle:
                             handle.write(json.dumps({"step": state.global_step, **stats}) + "\n")
-                    progress.set_postfix(loss=f"{stats['loss']:.3f}", lr=f"{stats['lr']:.2e}",
-                                         m=f"{momentum:.4f}", H_t=f"{stats['teacher_entropy']:.2f}",
-                                         crops_s=f"{stats['crops_per_second']:.0f}")
+                    progress.set_postfix(
+                        loss=f"{stats['loss']:.3f}",
+                        lr=f"{stats['lr']:.2e}",
+                        m=f"{momentum:.4f}",
+                        H_t=f"{stats['teacher_entropy']:.2f}",
+                        crops_s=f"{stats['crops_per_second']:.0f}",
+                    )
                     kind = monitor.update(stats, state.global_step)
                     if kind and cfg.monitor.collapse_action == "stop":
                         collapsed = kind
                         break
                 if evaluator is not None and cfg.eval.every_steps and state.global_step % cfg.eval.every_steps == 0:
-                    evaluate_teacher(accelerator, teacher, feature_extractor, evaluator, state.global_step, metrics_file)
+                    evaluate_teacher(
+                        accelerator, teacher, feature_extractor, evaluator, state.global_step, metrics_file
+                    )
                     evaluated_step = state.global_step
                 saved = bool(cfg.save_every) and state.global_step % cfg.save_every == 0
                 if saved:
                     checkpoint()
                 if stop.requested(accelerator):
                     progress.close()
-                    accelerator.print(f"interrupted at step {state.global_step}: saving a checkpoint to resume from "
-                                      "(train.py dino ... --resume)")
+                    accelerator.print(
+                        f"interrupted at step {state.global_step}: saving a checkpoint to resume from "
+                        "(train.py dino ... --resume)"
+                    )
                     if not saved:
                         checkpoint()
                     raise StoppedBetweenSteps(f"stopped after step {state.global_step}")
@@ -385,8 +455,10 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
     except KeyboardInterrupt as interrupt:
         progress.close()
         if not isinstance(interrupt, StoppedBetweenSteps):
-            accelerator.print(f"stopped inside step {state.global_step + 1}: not saved (a partial step); --resume "
-                              "continues from the newest checkpoint")
+            accelerator.print(
+                f"stopped inside step {state.global_step + 1}: not saved (a partial step); --resume "
+                "continues from the newest checkpoint"
+            )
         raise
     finally:
         stop.restore()
@@ -400,9 +472,20 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
         accelerator.print(f"training stopped early: collapse ({collapsed}); exporting the teacher for inspection")
     final = output_dir / "final"
     if accelerator.is_main_process:
-        export_dino(accelerator.unwrap_model(student).model, teacher.model, dino_loss, feature_extractor, cfg,
-                    output_dir, summary={"steps": state.global_step, "epochs": state.epoch,
-                                         "skipped_files": state.num_skipped, "collapse": collapsed})
+        export_dino(
+            accelerator.unwrap_model(student).model,
+            teacher.model,
+            dino_loss,
+            feature_extractor,
+            cfg,
+            output_dir,
+            summary={
+                "steps": state.global_step,
+                "epochs": state.epoch,
+                "skipped_files": state.num_skipped,
+                "collapse": collapsed,
+            },
+        )
     if evaluator is not None and evaluated_step != state.global_step:  # every rank: evaluate_teacher holds a barrier
         evaluate_teacher(accelerator, teacher, feature_extractor, evaluator, state.global_step, metrics_file)
     accelerator.wait_for_everyone()
@@ -438,8 +521,11 @@ class GracefulStop:
         if self.signal is not None:
             raise KeyboardInterrupt(f"signal {signum}")
         self.signal = signum
-        print(f"\n{signal.Signals(signum).name}: stopping after the step in progress (again to stop at once)",
-              file=sys.stderr, flush=True)
+        print(
+            f"\n{signal.Signals(signum).name}: stopping after the step in progress (again to stop at once)",
+            file=sys.stderr,
+            flush=True,
+        )
 
     def requested(self, accelerator) -> bool:
         """Whether any process was signalled: all ranks must stop after the same step."""
@@ -459,24 +545,29 @@ def state_digest(*modules: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def check_ranks_agree(accelerator, teacher: nn.Module, dino_loss: DINOLoss, output_dir: Path, micro_batch: int,
-                      cfg: DinoTrainConfig) -> None:
+def check_ranks_agree(
+    accelerator, teacher: nn.Module, dino_loss: DINOLoss, output_dir: Path, micro_batch: int, cfg: DinoTrainConfig
+) -> None:
     """Every process must end with the same teacher and centre; a divergence is a bug worth stopping for."""
     from accelerate.utils import gather_object
 
     digests = gather_object([state_digest(teacher, dino_loss)])
     if accelerator.is_main_process:
-        report = {"num_processes": accelerator.num_processes, "micro_batch_per_process": micro_batch,
-                  "grad_accum": cfg.optim.grad_accum,
-                  "effective_batch": micro_batch * accelerator.num_processes * cfg.optim.grad_accum,
-                  "teacher_and_centre_digests": digests}
+        report = {
+            "num_processes": accelerator.num_processes,
+            "micro_batch_per_process": micro_batch,
+            "grad_accum": cfg.optim.grad_accum,
+            "effective_batch": micro_batch * accelerator.num_processes * cfg.optim.grad_accum,
+            "teacher_and_centre_digests": digests,
+        }
         (output_dir / "distributed_check.json").write_text(json.dumps(report, indent=1))
     if len(set(digests)) > 1:
         raise RuntimeError(f"teacher/centre differ across processes after training: {digests}")
 
 
-def evaluate_teacher(accelerator, teacher: MultiCropWrapper, feature_extractor, evaluator: Evaluator, step: int,
-                     metrics_file: Path) -> Optional[Mapping[str, object]]:
+def evaluate_teacher(
+    accelerator, teacher: MultiCropWrapper, feature_extractor, evaluator: Evaluator, step: int, metrics_file: Path
+) -> Optional[Mapping[str, object]]:
     """Run `evaluator` on the current teacher (main process; the others wait) and log its scalars."""
     result = None
     if accelerator.is_main_process:

@@ -43,8 +43,7 @@ def write_model_card(folder: Path, title: str, summary: dict, results: Optional[
     fill_card(folder, title=title, training=summary, results=results or {})
 
 
-def export_dino(student, teacher, dino_loss, feature_extractor, cfg, output_dir: os.PathLike,
-                summary: dict) -> Path:
+def export_dino(student, teacher, dino_loss, feature_extractor, cfg, output_dir: os.PathLike, summary: dict) -> Path:
     """Write `final/` (the teacher as a `DinoSpeechModel`) and `pretraining/`; push `final/` if configured.
 
     Args:

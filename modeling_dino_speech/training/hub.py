@@ -101,7 +101,7 @@ def push_folder_to_hub(
             )
             outcome["url"] = str(repo_url)
             outcome["commit"] = getattr(commit, "oid", None)
-        except BaseException as error:  # noqa: BLE001 - reported to the caller below, never raised
+        except BaseException as error:
             outcome["error"] = error
 
     # A worker thread is how the push gets a deadline: the client sets no network timeout itself.
@@ -117,9 +117,7 @@ def push_folder_to_hub(
         return fail(_describe(outcome["error"], endpoint, repo_id, has_token=bool(effective_token)))
 
     url = str(outcome["url"])
-    message = _redact(
-        f"pushed {folder} to {url} (commit {outcome.get('commit')}).{card_note}", secrets
-    )
+    message = _redact(f"pushed {folder} to {url} (commit {outcome.get('commit')}).{card_note}", secrets)
     logger.info(message)
     return PushResult(ok=True, url=url, message=message)
 
@@ -127,7 +125,7 @@ def push_folder_to_hub(
 def _saved_token() -> str | None:
     try:
         return get_token()
-    except Exception:  # noqa: BLE001 - e.g. a failing OIDC exchange: the push itself will report the auth error
+    except Exception:
         return None
 
 

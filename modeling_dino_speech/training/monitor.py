@@ -51,8 +51,14 @@ def effective_rank(embeddings: torch.Tensor) -> float:
 
 
 @torch.no_grad()
-def dino_statistics(teacher_probs: torch.Tensor, student_logits: torch.Tensor, student_temperature: float,
-                    num_global: int, embeddings: torch.Tensor, center: torch.Tensor) -> Dict[str, float]:
+def dino_statistics(
+    teacher_probs: torch.Tensor,
+    student_logits: torch.Tensor,
+    student_temperature: float,
+    num_global: int,
+    embeddings: torch.Tensor,
+    center: torch.Tensor,
+) -> Dict[str, float]:
     """Scalars logged every step.
 
     Args:

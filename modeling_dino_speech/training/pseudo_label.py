@@ -11,7 +11,6 @@ from __future__ import annotations
 import csv
 import json
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -86,8 +85,14 @@ def extract_embeddings(accelerator, model, feature_extractor, paths: List[str], 
 
     rank, world = accelerator.process_index, accelerator.num_processes
     mine = list(range(rank, len(paths), world))
-    local = embed_files(model, feature_extractor, [paths[i] for i in mine], batch_size=batch_size,
-                        device=accelerator.device, progress=accelerator.is_local_main_process)
+    local = embed_files(
+        model,
+        feature_extractor,
+        [paths[i] for i in mine],
+        batch_size=batch_size,
+        device=accelerator.device,
+        progress=accelerator.is_local_main_process,
+    )
     pieces = gather_object([(mine, local)]) if world > 1 else [(mine, local)]
     out = np.zeros((len(paths), local.shape[1]), dtype=np.float32)
     for index, values in pieces:
@@ -95,8 +100,15 @@ def extract_embeddings(accelerator, model, feature_extractor, paths: List[str], 
     return out
 
 
-def train_on_pseudo_labels(accelerator, model, feature_extractor, paths: List[str], labels: np.ndarray,
-                           cfg: PseudoLabelConfig, round_index: int) -> Dict[str, float]:
+def train_on_pseudo_labels(
+    accelerator,
+    model,
+    feature_extractor,
+    paths: List[str],
+    labels: np.ndarray,
+    cfg: PseudoLabelConfig,
+    round_index: int,
+) -> Dict[str, float]:
     """Train `model` (a `DinoSpeechForXVector`) on `labels` for `paths`; returns the last logged scalars."""
     from tqdm.auto import tqdm
 
@@ -111,19 +123,33 @@ def train_on_pseudo_labels(accelerator, model, feature_extractor, paths: List[st
     total = sup.head_steps + sup.steps
     backbone = model.dino_speech
     head_params = list(model.classifier.parameters())
-    optimizer = torch.optim.AdamW([{"params": head_params}, {"params": list(backbone.parameters())}],
-                                  lr=0.0, weight_decay=sup.weight_decay)
+    optimizer = torch.optim.AdamW(
+        [{"params": head_params}, {"params": list(backbone.parameters())}], lr=0.0, weight_decay=sup.weight_decay
+    )
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     lr = cosine_scheduler(sup.lr, sup.min_lr, max(sup.steps, 1), sup.warmup_steps)
     step, epoch, stats = 0, 0, {}
-    progress = tqdm(total=total, desc=f"round {round_index}: AAM-softmax", disable=not accelerator.is_local_main_process,
-                    dynamic_ncols=True)
+    progress = tqdm(
+        total=total,
+        desc=f"round {round_index}: AAM-softmax",
+        disable=not accelerator.is_local_main_process,
+        dynamic_ncols=True,
+    )
     model.train()
     while step < total:
-        loader = build_multicrop_dataloader(paths, crop, augment, feature_extractor, batch_size=micro_batch,
-                                            num_workers=cfg.num_workers, seed=cfg.seed + 1000 * round_index,
-                                            epoch=epoch, num_replicas=world, rank=accelerator.process_index)
+        loader = build_multicrop_dataloader(
+            paths,
+            crop,
+            augment,
+            feature_extractor,
+            batch_size=micro_batch,
+            num_workers=cfg.num_workers,
+            seed=cfg.seed + 1000 * round_index,
+            epoch=epoch,
+            num_replicas=world,
+            rank=accelerator.process_index,
+        )
         for batch in loader:
             if step >= total:
                 break
@@ -147,9 +173,12 @@ def train_on_pseudo_labels(accelerator, model, feature_extractor, paths: List[st
             progress.update(1)
             if step % cfg.log_every == 0 or step == total:
                 accuracy = (out.logits.argmax(-1) == target).float().mean()
-                stats = {"loss": float(accelerator.reduce(out.loss.detach().float(), "mean")),
-                         "accuracy": float(accelerator.reduce(accuracy, "mean")),
-                         "margin": unwrapped.classifier.margin, "lr": optimizer.param_groups[1]["lr"]}
+                stats = {
+                    "loss": float(accelerator.reduce(out.loss.detach().float(), "mean")),
+                    "accuracy": float(accelerator.reduce(accuracy, "mean")),
+                    "margin": unwrapped.classifier.margin,
+                    "lr": optimizer.param_groups[1]["lr"],
+                }
                 progress.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
                 accelerator.log({f"round_{round_index}/{k}": v for k, v in stats.items()}, step=step)
         epoch += 1
@@ -158,7 +187,9 @@ def train_on_pseudo_labels(accelerator, model, feature_extractor, paths: List[st
     return stats
 
 
-def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False, evaluator: Optional["Evaluator"] = None) -> List[dict]:
+def run_pseudo_labelling(
+    cfg: PseudoLabelConfig, resume: bool = False, evaluator: Optional[Evaluator] = None
+) -> List[dict]:
     """Run all rounds; returns each round's report. With `resume`, rounds whose `final/` exists are reused.
 
     Args:
@@ -178,9 +209,11 @@ def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False, evaluator
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
     output_dir = Path(cfg.output_dir)
-    accelerator = Accelerator(mixed_precision=resolve_mixed_precision(cfg.mixed_precision), log_with="tensorboard",
-                              project_config=ProjectConfiguration(project_dir=str(output_dir),
-                                                                  logging_dir=str(output_dir / "logs")))
+    accelerator = Accelerator(
+        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
+        log_with="tensorboard",
+        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
+    )
     set_seed(cfg.seed)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
@@ -206,11 +239,15 @@ def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False, evaluator
         report = clustering_report(result, true_speakers)
         kept = np.flatnonzero(result.labels >= 0)
         if result.n_clusters < 2:
-            raise RuntimeError(f"round {r}: clustering found {result.n_clusters} cluster(s) in {len(paths)} "
-                               "utterances; lower clustering.similarity_threshold or min_cluster_size")
-        accelerator.print(f"round {r}: {result.n_clusters} clusters, kept {report['kept_fraction']:.1%} of "
-                          f"{len(paths)} utterances" + (f", purity {report['purity']:.3f}, NMI {report['nmi']:.3f}"
-                                                         if "purity" in report else ""))
+            raise RuntimeError(
+                f"round {r}: clustering found {result.n_clusters} cluster(s) in {len(paths)} "
+                "utterances; lower clustering.similarity_threshold or min_cluster_size"
+            )
+        accelerator.print(
+            f"round {r}: {result.n_clusters} clusters, kept {report['kept_fraction']:.1%} of "
+            f"{len(paths)} utterances"
+            + (f", purity {report['purity']:.3f}, NMI {report['nmi']:.3f}" if "purity" in report else "")
+        )
         if accelerator.is_main_process:
             round_dir.mkdir(parents=True, exist_ok=True)
             np.save(round_dir / "embeddings.npy", embeddings)
@@ -228,23 +265,37 @@ def run_pseudo_labelling(cfg: PseudoLabelConfig, resume: bool = False, evaluator
         model = DinoSpeechForXVector(config)
         model.dino_speech.load_state_dict(embedder.state_dict())
         del embedder
-        stats = train_on_pseudo_labels(accelerator, model, feature_extractor, [paths[i] for i in kept],
-                                       result.labels[kept], cfg, r)
+        stats = train_on_pseudo_labels(
+            accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
+        )
         model = accelerator.unwrap_model(model).eval()
-        round_report = {"round": r, "clusters": int(result.n_clusters), "kept_fraction": report["kept_fraction"],
-                        **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
-                        "train_loss": stats.get("loss"), "train_accuracy": stats.get("accuracy"),
-                        "seconds": round(time.perf_counter() - started, 1)}
+        round_report = {
+            "round": r,
+            "clusters": int(result.n_clusters),
+            "kept_fraction": report["kept_fraction"],
+            **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
+            "train_loss": stats.get("loss"),
+            "train_accuracy": stats.get("accuracy"),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
         if evaluator is not None and accelerator.is_main_process:
             metrics = evaluator(model.dino_speech, feature_extractor)
             round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         if accelerator.is_main_process:
+
             def fill(folder: Path) -> None:
                 model.save_pretrained(folder)
                 feature_extractor.save_pretrained(folder)
-                write_model_card(folder, f"DINO + pseudo-label round {r} speech embeddings",
-                                 {"method": "DINO then iterative pseudo-labelling (AAM-softmax)", "round": r,
-                                  "initialised_from": str(current), **round_report})
+                write_model_card(
+                    folder,
+                    f"DINO + pseudo-label round {r} speech embeddings",
+                    {
+                        "method": "DINO then iterative pseudo-labelling (AAM-softmax)",
+                        "round": r,
+                        "initialised_from": str(current),
+                        **round_report,
+                    },
+                )
 
             write_atomically(round_dir / "final", fill)
             (round_dir / "report.json").write_text(json.dumps(round_report, indent=1, default=float))

@@ -8,8 +8,9 @@ from dataclasses import dataclass
 import numpy as np
 
 
-def cosine_scheduler(base: float, final: float, total_steps: int, warmup_steps: int = 0,
-                     warmup_start: float = 0.0) -> np.ndarray:
+def cosine_scheduler(
+    base: float, final: float, total_steps: int, warmup_steps: int = 0, warmup_start: float = 0.0
+) -> np.ndarray:
     """Linear warm-up from `warmup_start` to `base` over `warmup_steps`, then a half cosine to `final`.
 
     Returns:
@@ -28,8 +29,9 @@ def cosine_scheduler(base: float, final: float, total_steps: int, warmup_steps: 
 def linear_warmup(start: float, end: float, total_steps: int, warmup_steps: int) -> np.ndarray:
     """`start` -> `end` linearly over `warmup_steps`, then constant at `end`."""
     warmup_steps = int(min(max(warmup_steps, 0), total_steps))
-    return np.concatenate([np.linspace(start, end, warmup_steps, endpoint=False),
-                           np.full(total_steps - warmup_steps, end)])
+    return np.concatenate(
+        [np.linspace(start, end, warmup_steps, endpoint=False), np.full(total_steps - warmup_steps, end)]
+    )
 
 
 @dataclass
@@ -41,7 +43,7 @@ class DinoSchedules:
     freeze_last_layer_steps: int
 
     @classmethod
-    def build(cls, optim, dino, total_steps: int, steps_per_epoch: int, effective_batch: int) -> "DinoSchedules":
+    def build(cls, optim, dino, total_steps: int, steps_per_epoch: int, effective_batch: int) -> DinoSchedules:
         """The recipe's schedules for `total_steps` optimiser steps of `effective_batch` utterances."""
         per_epoch = max(steps_per_epoch, 1)
         peak_lr = optim.lr * effective_batch / 256.0
@@ -49,7 +51,11 @@ class DinoSchedules:
             learning_rate=cosine_scheduler(peak_lr, optim.min_lr, total_steps, round(optim.warmup_epochs * per_epoch)),
             weight_decay=cosine_scheduler(optim.weight_decay, optim.weight_decay_end, total_steps),
             teacher_momentum=cosine_scheduler(dino.teacher_momentum, dino.teacher_momentum_end, total_steps),
-            teacher_temperature=linear_warmup(dino.warmup_teacher_temperature, dino.teacher_temperature, total_steps,
-                                              round(dino.warmup_teacher_temperature_epochs * per_epoch)),
+            teacher_temperature=linear_warmup(
+                dino.warmup_teacher_temperature,
+                dino.teacher_temperature,
+                total_steps,
+                round(dino.warmup_teacher_temperature_epochs * per_epoch),
+            ),
             freeze_last_layer_steps=round(optim.freeze_last_layer_epochs * per_epoch),
         )

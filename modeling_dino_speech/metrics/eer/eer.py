@@ -33,7 +33,6 @@ Examples:
 """
 
 
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class EER(evaluate.Metric):
     def _info(self):

@@ -31,7 +31,6 @@ Examples:
 """
 
 
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class MacroF1(evaluate.Metric):
     def _info(self):

@@ -30,7 +30,6 @@ Examples:
 """
 
 
-
 @evaluate.utils.file_utils.add_start_docstrings(_DESCRIPTION, _KWARGS_DESCRIPTION)
 class UnweightedAccuracy(evaluate.Metric):
     def _info(self):

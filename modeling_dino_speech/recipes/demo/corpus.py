@@ -58,10 +58,10 @@ __all__ = [
     "build_demo_corpus",
     "corpus_is_complete",
     "default_cache_dir",
-    "find_speech_tools",
     "fetch_debian_packages",
-    "telephone_band",
+    "find_speech_tools",
     "main",
+    "telephone_band",
 ]
 
 #: Bump when the output of the builder changes for the same settings (it invalidates existing corpora).
@@ -164,7 +164,7 @@ class DemoCorpusConfig:
     """Crop each music-on-hold file to this length (None keeps them whole)."""
 
     @classmethod
-    def quick_preset(cls, **overrides) -> "DemoCorpusConfig":
+    def quick_preset(cls, **overrides) -> DemoCorpusConfig:
         """The ``--quick`` subset: seconds to build, enough structure for every test."""
         small = dict(
             quick=True, train_espeak_voices=5, train_utterances=3, heldout_espeak_voices=2, heldout_utterances=3,
@@ -1331,7 +1331,7 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
             source=str(p),
             trim=False,
             max_seconds=cfg.music_max_seconds,
-        )  # fmt: skip
+        )
         for p in music_src
     ]
 
@@ -1423,7 +1423,7 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
                 **{k: v.params[k] for k in sorted(v.params)},
             }
             for v in lst
-        ]  # fmt: skip
+        ]
         for group, lst in voices.items()
     }
     _write_text_atomic(out / "voices.json", json.dumps(voices_doc, indent=1, ensure_ascii=False) + "\n")
@@ -1445,7 +1445,8 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
     log(
         f"Demo corpus ready in {out} ({meta['build_seconds']} s): train {counts['train']['files']} files / "
         f"{counts['train']['speakers']} voices, held-out synthetic {counts['heldout_synth']['files']} / "
-        f"{counts['heldout_synth']['speakers']}, real {counts['heldout_real']['files']} / {counts['heldout_real']['speakers']}, "
+        f"{counts['heldout_synth']['speakers']}, "
+        f"real {counts['heldout_real']['files']} / {counts['heldout_real']['speakers']}, "
         f"prosody {counts['prosody_train']['files']} + {counts['prosody_test']['files']}, "
         f"{counts['total_seconds'] / 3600:.2f} h of audio."
     )
@@ -1464,8 +1465,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="tiny subset for tests (seconds to build)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--workers", type=int, default=2, help="synthesis processes (default: 2)")
-    parser.add_argument("--tools", choices=("auto", "system", "local"), default="auto",
-                        help="espeak-ng/flite: system binaries if present (auto), only system, or fetched without root (local)")  # fmt: skip
+    parser.add_argument(
+        "--tools",
+        choices=("auto", "system", "local"),
+        default="auto",
+        help="espeak-ng/flite: system binaries if present (auto), only system, or fetched without root (local)",
+    )
     parser.add_argument("--force", action="store_true", help="delete the builder's files in --out and rebuild")
     args = parser.parse_args(argv)
     make = DemoCorpusConfig.quick_preset if args.quick else DemoCorpusConfig

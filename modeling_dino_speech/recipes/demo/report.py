@@ -56,15 +56,18 @@ def _pseudo_label_table(runs: Path) -> List[str]:
         rows.append("| " + " | ".join(cells) + " |")
     if not rows:
         return []
-    return ["| round | clusters | kept (%) | purity | NMI | ARI | synthetic EER (%) |",
-            "|---:|---:|---:|---:|---:|---:|---:|", *rows]
+    return [
+        "| round | clusters | kept (%) | purity | NMI | ARI | synthetic EER (%) |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
+        *rows,
+    ]
 
 
 def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = True) -> Path:
     from modeling_dino_speech.evaluation.emotion import evaluate_emotion
     from modeling_dino_speech.evaluation.plots import plot_det, plot_training_curves, plot_tsne
-    from modeling_dino_speech.model_card import merge_results, results_table, write_model_card
     from modeling_dino_speech.evaluation.verification import verify_lists
+    from modeling_dino_speech.model_card import merge_results, results_table, write_model_card
 
     started = time.perf_counter()
     out = runs / "eval"
@@ -78,12 +81,12 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
     for name, spec in systems.items():
         folder = out / _slug(name)
         print(f"== {name}: {spec}")
-        verification = verify_lists(spec, trials, data, device=device, progress=progress,
-                                    out=folder / "verification.json", return_curves=True)
+        verification = verify_lists(
+            spec, trials, data, device=device, progress=progress, out=folder / "verification.json", return_curves=True
+        )
         for list_name, curve in verification.pop("curves").items():
             curves.setdefault(list_name, {})[name] = curve
-        emotion = evaluate_emotion(spec, "demo", data, device=device, progress=progress,
-                                   out=folder / "emotion.json")
+        emotion = evaluate_emotion(spec, "demo", data, device=device, progress=progress, out=folder / "emotion.json")
         results[name] = merge_results([verification, emotion])
 
     figures: List[str] = []
@@ -92,23 +95,42 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         figures.append(f"![DET {list_name}]({path.relative_to(runs)})")
     dino = runs / "dino"
     if (dino / "metrics.jsonl").exists():
-        path = plot_training_curves(dino / "metrics.jsonl", out / "dino_training_curves.png",
-                                    tags=["loss", "teacher_entropy", "teacher_batch_entropy", "student_entropy",
-                                          "kl_teacher_student", "teacher_momentum", "lr", "effective_rank",
-                                          "crops_per_second"], title="DINO training")
+        path = plot_training_curves(
+            dino / "metrics.jsonl",
+            out / "dino_training_curves.png",
+            tags=[
+                "loss",
+                "teacher_entropy",
+                "teacher_batch_entropy",
+                "student_entropy",
+                "kl_teacher_student",
+                "teacher_momentum",
+                "lr",
+                "effective_rank",
+                "crops_per_second",
+            ],
+            title="DINO training",
+        )
         figures.append(f"![DINO training curves]({path.relative_to(runs)})")
     if "DINO (no labels)" in systems:
-        from modeling_dino_speech.inference import embed_files, load_model
         from modeling_dino_speech.data.corpora import load_manifest
+        from modeling_dino_speech.inference import embed_files, load_model
 
         model, fe = load_model(systems["DINO (no labels)"], device=device)
-        for csv_name, title in (("heldout_synth.csv", "held-out synthetic voices"), ("heldout_real.csv", "real voices")):
+        for csv_name, title in (
+            ("heldout_synth.csv", "held-out synthetic voices"),
+            ("heldout_real.csv", "real voices"),
+        ):
             if not (data / csv_name).exists():
                 continue
             table = load_manifest(data / csv_name)
             embeddings = embed_files(model, fe, list(table["path"]), progress=progress)
-            path = plot_tsne(embeddings, list(table["speaker"]), out / f"tsne_{Path(csv_name).stem}.png",
-                             title=f"t-SNE of DINO embeddings: {title}")
+            path = plot_tsne(
+                embeddings,
+                list(table["speaker"]),
+                out / f"tsne_{Path(csv_name).stem}.png",
+                title=f"t-SNE of DINO embeddings: {title}",
+            )
             figures.append(f"![t-SNE {title}]({path.relative_to(runs)})")
 
     for name, spec in systems.items():
@@ -120,24 +142,43 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
     corpus = _read_json(data / "corpus.json") or {}
     dino_summary = _read_json(dino / "final" / "training_summary.json") or {}
     lines = [
-        "# dino-speech demo report", "",
-        f"Corpus: `{data}` ({json.dumps(corpus.get('counts', {}))}).", "",
+        "# dino-speech demo report",
+        "",
+        f"Corpus: `{data}` ({json.dumps(corpus.get('counts', {}))}).",
+        "",
         "Speaker verification (cosine scoring; EER in %, minDCF at p_target 0.01) and the prosody-style emotion",
         "stand-in (micro-F1 in %, logistic regression on frozen embeddings, split by voice). Lists: `real` = the",
         "four Asterisk voices (speaker confounded with language/studio), `crosslang` = Allison Smith en vs es",
-        "(same speaker, two languages) against the other voices, `synth` = held-out synthetic voices.", "",
-        results_table(results), "",
+        "(same speaker, two languages) against the other voices, `synth` = held-out synthetic voices.",
+        "",
+        results_table(results),
+        "",
     ]
     pl = _pseudo_label_table(runs)
     if pl:
-        lines += ["## Pseudo-label rounds", "", "Clusters of the unlabeled pool scored against the true voices "
-                  "(used only for this table).", "", *pl, ""]
+        lines += [
+            "## Pseudo-label rounds",
+            "",
+            "Clusters of the unlabeled pool scored against the true voices (used only for this table).",
+            "",
+            *pl,
+            "",
+        ]
     if dino_summary:
         lines += ["## DINO training", "", "```json", json.dumps(dino_summary, indent=1), "```", ""]
-    lines += ["## Figures", "", *figures, "",
-              "Checkpoints (each with a filled model card, `README.md`): " + ", ".join(
-                  f"`{Path(s).relative_to(runs) if Path(s).is_dir() else s}`" for s in systems.values() if Path(s).is_dir()),
-              "", f"Evaluation took {time.perf_counter() - started:.0f} s.", ""]
+    lines += [
+        "## Figures",
+        "",
+        *figures,
+        "",
+        "Checkpoints (each with a filled model card, `README.md`): "
+        + ", ".join(
+            f"`{Path(s).relative_to(runs) if Path(s).is_dir() else s}`" for s in systems.values() if Path(s).is_dir()
+        ),
+        "",
+        f"Evaluation took {time.perf_counter() - started:.0f} s.",
+        "",
+    ]
     report = runs / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
     print(results_table(results))
@@ -146,8 +187,9 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="dino-speech demo-report", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="dino-speech demo-report", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--data", default="data/demo", help="the demo corpus folder")
     parser.add_argument("--runs", default="runs/demo", help="the demo's run folder")
     parser.add_argument("--device", default="auto")
