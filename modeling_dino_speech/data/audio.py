@@ -34,15 +34,15 @@ import torch
 from ..resampling import resample
 
 __all__ = [
+    "SAMPLING_RATE",
     "AudioError",
     "AudioInfo",
     "audio_info",
+    "clipping_ratio",
+    "is_silent",
     "load_audio",
     "load_segments",
     "resample",
-    "is_silent",
-    "clipping_ratio",
-    "SAMPLING_RATE",
 ]
 
 #: The package-wide sampling rate: everything inside dino-speech is 16 kHz mono float32.

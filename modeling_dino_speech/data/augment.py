@@ -1,8 +1,10 @@
-"""Per-crop data augmentation as in the DINO speech recipe: reverberation and additive noise.
+"""Per-crop data augmentation as in the DINO speech recipe: reverberation and additive noise, plus channels.
 
 Each crop is, independently, reverberated with probability ``reverb_prob`` (convolution with a room impulse
 response) and then, with probability ``noise_prob``, mixed with one noise category at a random SNR:
-``noise`` 0-18 dB, ``music`` 3-18 dB or ``babble`` (3-7 simultaneous talkers) 3-18 dB.
+``noise`` 0-18 dB, ``music`` 3-18 dB or ``babble`` (3-7 simultaneous talkers) 3-18 dB. Beyond the paper, a
+crop can then go through a random channel (``channel_prob``: band edges, tilt, peaking bands) and the G.711
+telephone codec (``codec_prob``), see :mod:`.channel`, and get a random gain.
 
 Sources, in order of preference:
 
@@ -30,16 +32,17 @@ from typing import Sequence
 import numpy as np
 
 from .audio import SAMPLING_RATE, AudioError, audio_info, load_audio
+from .channel import apply_responses, g711, random_channel_responses
 
 __all__ = [
     "AugmentConfig",
     "Augmenter",
     "coloured_noise",
+    "mix_at_snr",
+    "reverberate",
+    "snr_db",
     "synthetic_music",
     "synthetic_rir",
-    "reverberate",
-    "mix_at_snr",
-    "snr_db",
 ]
 
 logger = logging.getLogger(__name__)
@@ -74,18 +77,43 @@ class AugmentConfig:
     drr_db: tuple[float, float] = (0.0, 15.0)
     """Direct-to-reverberant energy ratio (dB) of synthetic impulse responses."""
     max_rir_seconds: float = 1.5
+    channel_prob: float = 0.0
+    """Probability that a crop goes through a random channel (frequency response; see :mod:`.channel`)."""
+    highpass_hz: tuple[float, float] = (50.0, 300.0)
+    """Range of the random channel's high-pass cutoff."""
+    lowpass_hz: tuple[float, float] = (3000.0, 3900.0)
+    """Range of the random channel's low-pass cutoff (clipped below the Nyquist frequency)."""
+    tilt_db_per_octave: tuple[float, float] = (-3.0, 3.0)
+    eq_bands: tuple[int, int] = (0, 3)
+    """Inclusive range of the number of random peaking bands of a channel."""
+    eq_gain_db: tuple[float, float] = (-8.0, 8.0)
+    codec_prob: float = 0.0
+    """Probability that a crop goes through G.711 (mu-law or A-law, equally likely)."""
     gain_db: tuple[float, float] = (0.0, 0.0)
     """Random gain per crop (dB), applied last. Without mean normalisation in the features, crops of one
     utterance otherwise share their level and the model may learn the level instead of the voice."""
     sampling_rate: int = SAMPLING_RATE
 
     def __post_init__(self) -> None:
-        for name in ("reverb_prob", "noise_prob"):
+        for name in ("reverb_prob", "noise_prob", "channel_prob", "codec_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {value}")
-        for name in ("noise_snr", "music_snr", "babble_snr", "babble_speakers", "noise_slope", "rt60", "drr_db",
-                     "gain_db"):
+        for name in (
+            "noise_snr",
+            "music_snr",
+            "babble_snr",
+            "babble_speakers",
+            "noise_slope",
+            "rt60",
+            "drr_db",
+            "gain_db",
+            "highpass_hz",
+            "lowpass_hz",
+            "tilt_db_per_octave",
+            "eq_bands",
+            "eq_gain_db",
+        ):
             value = tuple(getattr(self, name))
             if len(value) != 2 or value[0] > value[1]:
                 raise ValueError(f"AugmentConfig.{name} must be a (low, high) pair with low <= high, got {value}")
@@ -101,7 +129,6 @@ class AugmentConfig:
                 f"with a positive sum, got {self.category_weights}"
             )
         self.category_weights = weights
-
 
 
 # ----------------------------------------------------------------------------------------------- signals
@@ -152,9 +179,9 @@ def coloured_noise(num: int, length: int, slopes: np.ndarray | float, rng: np.ra
 
 _WAVETABLE_SIZE = 4096
 # One period of a 3-harmonic tone (1/h amplitudes): a lookup replaces three sin() calls per sample.
-_WAVETABLE = sum(
-    np.sin(2 * np.pi * h * np.arange(_WAVETABLE_SIZE) / _WAVETABLE_SIZE) / h for h in (1, 2, 3)
-).astype(np.float32)
+_WAVETABLE = sum(np.sin(2 * np.pi * h * np.arange(_WAVETABLE_SIZE) / _WAVETABLE_SIZE) / h for h in (1, 2, 3)).astype(
+    np.float32
+)
 
 
 def synthetic_music(length: int, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -276,7 +303,11 @@ class Augmenter:
         if cfg.musan_root is not None:
             if not os.path.isdir(cfg.musan_root):
                 raise FileNotFoundError(f"{cfg.musan_root}: MUSAN folder (AugmentConfig.musan_root) does not exist")
-            for category, target in (("noise", self.noise_files), ("music", self.music_files), ("speech", self.speech_files)):
+            for category, target in (
+                ("noise", self.noise_files),
+                ("music", self.music_files),
+                ("speech", self.speech_files),
+            ):
                 folder = os.path.join(cfg.musan_root, category)
                 if os.path.isdir(folder):
                     target.extend(_audio_files(folder))
@@ -287,7 +318,9 @@ class Augmenter:
         if cfg.rir_root is not None:
             if not os.path.isdir(cfg.rir_root):
                 raise FileNotFoundError(f"{cfg.rir_root}: RIRS_NOISES folder (AugmentConfig.rir_root) does not exist")
-            self.rir_files.extend(sorted(glob.glob(os.path.join(cfg.rir_root, "simulated_rirs", "*", "Room*", "*.wav"))))
+            self.rir_files.extend(
+                sorted(glob.glob(os.path.join(cfg.rir_root, "simulated_rirs", "*", "Room*", "*.wav")))
+            )
             real = glob.glob(os.path.join(cfg.rir_root, "real_rirs_isotropic_noises", "*.wav"))
             self.rir_files.extend(sorted(f for f in real if "rir" in os.path.basename(f).lower()))
         self.babble_files: list[str] = self.speech_files or list(babble_pool or [])
@@ -298,12 +331,15 @@ class Augmenter:
 
     def describe(self) -> dict[str, str]:
         """Where each category comes from (files found, or the generated fallback)."""
+
         def src(files, fallback):
             return f"{len(files)} files" if files else fallback
 
         babble = (
-            f"{len(self.speech_files)} MUSAN speech files" if self.speech_files
-            else f"{len(self.babble_files)} training utterances" if self.babble_files
+            f"{len(self.speech_files)} MUSAN speech files"
+            if self.speech_files
+            else f"{len(self.babble_files)} training utterances"
+            if self.babble_files
             else "unavailable (coloured noise instead)"
         )
         return {
@@ -363,8 +399,10 @@ class Augmenter:
         if category == "noise" and self.noise_files:
             seg = self._segment(self.noise_files, length, rng)
         elif category == "music":
-            seg = self._segment(self.music_files, length, rng) if self.music_files else synthetic_music(
-                length, cfg.sampling_rate, rng
+            seg = (
+                self._segment(self.music_files, length, rng)
+                if self.music_files
+                else synthetic_music(length, cfg.sampling_rate, rng)
             )
         elif category == "babble" and self.babble_files:
             talkers = int(rng.integers(cfg.babble_speakers[0], cfg.babble_speakers[1] + 1))
@@ -409,6 +447,29 @@ class Augmenter:
             rows = np.flatnonzero(noisy)
             noises = np.stack([self._noise(CATEGORIES[categories[r]], length, rng) for r in rows])
             out[rows] = mix_at_snr(out[rows], noises, snrs[rows])
+        # Channel draws come after the acoustic ones and only when enabled, so recipes without channels keep
+        # their exact augmentations.
+        if cfg.channel_prob > 0:
+            rows = np.flatnonzero(rng.random(num) < cfg.channel_prob)
+            if rows.size:
+                gains = random_channel_responses(
+                    rows.size,
+                    length // 2 + 1,
+                    cfg.sampling_rate,
+                    rng,
+                    cfg.highpass_hz,
+                    cfg.lowpass_hz,
+                    cfg.tilt_db_per_octave,
+                    cfg.eq_bands,
+                    cfg.eq_gain_db,
+                )
+                out[rows] = apply_responses(out[rows], gains)
+        if cfg.codec_prob > 0:
+            coded = rng.random(num) < cfg.codec_prob
+            laws = rng.integers(0, 2, size=num)
+            if coded.any():
+                rows = np.flatnonzero(coded)
+                out[rows] = g711(out[rows], laws[rows], cfg.sampling_rate)
         if cfg.gain_db != (0.0, 0.0):  # drawn last, so the other draws do not depend on this setting
             out *= (10.0 ** (rng.uniform(*cfg.gain_db, size=num) / 20.0)).astype(np.float32)[:, None]
         return out[0] if single else out

@@ -13,7 +13,7 @@ import numpy as np
 
 from .audio import SAMPLING_RATE
 
-__all__ = ["EnergyVADConfig", "energy_vad_mask", "apply_energy_vad"]
+__all__ = ["EnergyVADConfig", "apply_energy_vad", "energy_vad_mask"]
 
 
 @dataclass
@@ -29,7 +29,9 @@ class EnergyVADConfig:
 
     def __post_init__(self) -> None:
         if self.threshold_db >= 0:
-            raise ValueError(f"EnergyVADConfig.threshold_db must be negative (dB below the maximum), got {self.threshold_db}")
+            raise ValueError(
+                f"EnergyVADConfig.threshold_db must be negative (dB below the maximum), got {self.threshold_db}"
+            )
         if self.frame_ms <= 0 or self.shift_ms <= 0 or self.context < 0:
             raise ValueError("EnergyVADConfig: frame_ms and shift_ms must be positive and context non-negative")
 
