@@ -18,7 +18,7 @@ from transformers import (
 from .configuration_dino_speech import DinoSpeechConfig
 from .dino_head import DINOHead
 from .feature_extraction_dino_speech import DinoSpeechFeatureExtractor
-from .losses import AAMSoftmax, DINOLoss
+from .losses import AAMSoftmax, DINOLoss, KoLeoLoss
 from .modeling_dino_speech import (
     DinoSpeechForPreTraining,
     DinoSpeechForXVector,
@@ -50,4 +50,5 @@ __all__ = [
     "DinoSpeechPreTrainedModel",
     "DinoSpeechPreTrainingOutput",
     "DinoSpeechXVectorOutput",
+    "KoLeoLoss",
 ]

@@ -34,6 +34,8 @@ class DinoSpeechConfig(PretrainedConfig):
         dino_hidden_size, dino_bottleneck_size, dino_num_prototypes, dino_num_layers, dino_norm_last_layer:
             the DINO projection head (MLP -> L2-normalised bottleneck -> weight-normalised prototypes).
         aam_margin, aam_scale, aam_subcenters: additive angular margin softmax of [`DinoSpeechForXVector`].
+        embedding_whitening: whiten the embeddings with a mean and a transform stored in the checkpoint
+            (estimated without labels on the training pool when the model is exported; off while training).
     """
 
     model_type = "dino_speech"
@@ -66,6 +68,7 @@ class DinoSpeechConfig(PretrainedConfig):
         aam_margin: float = 0.2,
         aam_scale: float = 30.0,
         aam_subcenters: int = 1,
+        embedding_whitening: bool = False,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -103,6 +106,7 @@ class DinoSpeechConfig(PretrainedConfig):
         self.aam_margin = aam_margin
         self.aam_scale = aam_scale
         self.aam_subcenters = aam_subcenters
+        self.embedding_whitening = embedding_whitening
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 

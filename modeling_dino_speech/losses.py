@@ -90,6 +90,31 @@ class DINOLoss(nn.Module):
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
 
+class KoLeoLoss(nn.Module):
+    """Kozachenko-Leonenko entropy regulariser (Sablayrolles et al., ICLR 2019; DINOv2): spreads the embeddings
+    of a batch over the sphere by pushing each away from its nearest neighbour, against dimensional collapse.
+
+    `-mean_i log(min_{j != i} ||x_i - x_j||)` over L2-normalised rows; larger when points crowd together.
+    """
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """`(N, D)` embeddings (N >= 2) -> scalar."""
+        if embeddings.shape[0] < 2:
+            raise ValueError("KoLeo needs at least two embeddings in a batch")
+        x = F.normalize(embeddings.float(), dim=-1, eps=self.eps)
+        with torch.no_grad():
+            # The nearest neighbour by cosine (the largest dot product), the sample itself excluded.
+            similarity = x @ x.T
+            similarity.fill_diagonal_(-2.0)
+            nearest = similarity.argmax(dim=1)
+        distances = (x - x[nearest]).norm(dim=-1)
+        return -torch.log(distances + self.eps).mean()
+
+
 class AAMSoftmax(nn.Module):
     """Additive angular margin softmax (ArcFace), optionally with sub-centres per class.
 

@@ -63,6 +63,21 @@ class DinoSpeechPreTrainingOutput(ModelOutput):
     embeddings: Optional[torch.FloatTensor] = None
 
 
+class EmbeddingWhitening(nn.Module):
+    """`(x - mean) @ transform` on `(batch, embedding_size)` embeddings, with both estimated on the unlabeled
+    training pool when a model is exported (PCA whitening): cosine scoring then weighs every direction of the
+    pool's embedding space alike, instead of letting the few dominant ones (in an unlabeled pool: channel, level,
+    language) decide. Buffers, not parameters: nothing here is trained."""
+
+    def __init__(self, size: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("transform", torch.eye(size))
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        return (embeddings - self.mean.to(embeddings.dtype)) @ self.transform.to(embeddings.dtype)
+
+
 # Every checkpoint names every head, so that with trust_remote_code=True the embedding model loads with
 # AutoModel from an x-vector or pre-training checkpoint too (the package need not be installed).
 _AUTO_MAP = {
@@ -97,6 +112,9 @@ class DinoSpeechPreTrainedModel(PreTrainedModel):
             init.ones_(module.weight_g)
         elif isinstance(module, AAMSoftmax):
             init.xavier_normal_(module.weight)
+        elif isinstance(module, EmbeddingWhitening):
+            init.zeros_(module.mean)
+            init.eye_(module.transform)
         else:
             super()._init_weights(module)
 
@@ -126,7 +144,27 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
             nn.BatchNorm1d(self.pooling.output_size) if config.backbone == "ecapa_tdnn" else nn.Identity()
         )
         self.embedding = nn.Linear(self.pooling.output_size, config.embedding_size)
+        self.whitening = EmbeddingWhitening(config.embedding_size) if config.embedding_whitening else None
         self.post_init()
+
+    def set_embedding_whitening(self, mean: Optional[torch.Tensor], transform: Optional[torch.Tensor] = None) -> None:
+        """Whiten the embeddings from now on: `(x - mean) @ transform`, with `mean` `(D,)` and `transform` `(D, D)`
+        (`config.embedding_whitening` follows, so a saved checkpoint keeps it); `mean=None` removes it."""
+        if mean is None:
+            self.whitening = None
+            self.config.embedding_whitening = False
+            return
+        size = self.config.embedding_size
+        if tuple(mean.shape) != (size,) or transform is None or tuple(transform.shape) != (size, size):
+            raise ValueError(
+                f"whitening needs mean ({size},) and transform ({size}, {size}), got "
+                f"{tuple(mean.shape)} and {None if transform is None else tuple(transform.shape)}"
+            )
+        parameter = self.embedding.weight
+        self.whitening = EmbeddingWhitening(size).to(parameter.device)
+        self.whitening.mean.copy_(mean.to(parameter.device, torch.float32))
+        self.whitening.transform.copy_(transform.to(parameter.device, torch.float32))
+        self.config.embedding_whitening = True
 
     def forward(
         self,
@@ -156,6 +194,8 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         mask = lengths_to_mask(out_lengths, hidden.shape[-1])
         pooled = self.pooling(hidden, mask if attention_mask is not None else None)
         embeddings = self.embedding(self.pooled_norm(pooled))
+        if self.whitening is not None:
+            embeddings = self.whitening(embeddings)
         output = DinoSpeechModelOutput(
             embeddings=embeddings, last_hidden_state=hidden.transpose(1, 2), output_attention_mask=mask.long()
         )

@@ -1,0 +1,72 @@
+"""Embedding whitening stored in the model, and the KoLeo regulariser."""
+
+import numpy as np
+import pytest
+import torch
+
+from modeling_dino_speech import DinoSpeechConfig, DinoSpeechModel, KoLeoLoss
+from modeling_dino_speech.training.whitening import fit_whitening
+
+
+def test_fit_whitening_makes_the_pool_isotropic():
+    rng = np.random.default_rng(0)
+    pool = rng.standard_normal((2000, 8)) @ rng.standard_normal((8, 8)) * 5 + 3
+    mean, transform = fit_whitening(pool)
+    white = (pool - mean.numpy()) @ transform.numpy()
+    np.testing.assert_allclose(white.mean(axis=0), 0, atol=1e-4)
+    np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(8), atol=1e-3)
+    with pytest.raises(ValueError, match="N >= 2"):
+        fit_whitening(pool[:1])
+
+
+def test_eigenvalue_floor_keeps_unused_directions_from_blowing_up():
+    rng = np.random.default_rng(1)
+    pool = np.concatenate([rng.standard_normal((500, 3)), np.zeros((500, 2))], axis=1)
+    _, transform = fit_whitening(pool, eigenvalue_floor=1e-2)
+    assert np.isfinite(transform.numpy()).all() and np.abs(transform.numpy()).max() < 20
+
+
+def test_whitening_is_stored_in_the_checkpoint(tmp_path, tiny_config):
+    model = DinoSpeechModel(tiny_config).eval()
+    features = torch.randn(3, 120, tiny_config.num_mel_bins)
+    with torch.no_grad():
+        raw = model(features).embeddings
+    noise = np.random.default_rng(2).normal(size=(12, raw.shape[1]))
+    mean, transform = fit_whitening(raw.numpy().repeat(4, axis=0) + noise)
+    model.set_embedding_whitening(mean, transform)
+    with torch.no_grad():
+        white = model(features).embeddings
+    torch.testing.assert_close(white, (raw - mean) @ transform)
+    model.save_pretrained(tmp_path)
+    loaded = DinoSpeechModel.from_pretrained(tmp_path).eval()
+    assert loaded.config.embedding_whitening
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(features).embeddings, white)
+    loaded.set_embedding_whitening(None)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(features).embeddings, raw)
+    with pytest.raises(ValueError, match="whitening needs"):
+        model.set_embedding_whitening(mean[:2], transform)
+
+
+def test_a_model_without_whitening_has_no_whitening_tensors(tmp_path, tiny_config):
+    assert not DinoSpeechConfig().embedding_whitening
+    DinoSpeechModel(tiny_config).save_pretrained(tmp_path)
+    from safetensors import safe_open
+
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as handle:
+        assert not [k for k in handle.keys() if "whitening" in k]  # noqa: SIM118
+
+
+def test_koleo_is_larger_for_crowded_points_and_pushes_them_apart():
+    koleo = KoLeoLoss()
+    rng = torch.Generator().manual_seed(0)
+    spread = torch.randn(64, 16, generator=rng)
+    crowded = torch.randn(1, 16, generator=rng) + 0.01 * torch.randn(64, 16, generator=rng)
+    assert koleo(crowded) > koleo(spread) + 1.0
+    x = crowded.clone().requires_grad_(True)
+    koleo(x).backward()
+    stepped = (x - 0.5 * x.grad).detach()
+    assert koleo(stepped) < koleo(crowded)
+    with pytest.raises(ValueError, match="two embeddings"):
+        koleo(torch.randn(1, 4))
