@@ -3,8 +3,8 @@
 `accelerator.save_state` writes the student, the optimiser and the RNG states (model weights as safetensors);
 the teacher, the DINO centre and the training position are written beside them as safetensors and JSON rather
 than through `register_for_checkpointing`, whose loader unpickles with `weights_only=False`. Everything is
-written into a hidden temporary directory that is renamed into place only when complete, so a crash mid-save
-leaves the previous checkpoint as the newest usable one.
+written into a staging folder that is renamed into place only when complete (`utils.atomic`), so a crash
+mid-save leaves the previous checkpoint as the newest usable one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ from typing import Dict, Optional
 
 import torch
 from safetensors.torch import load_file, save_file
+
+from ..utils.atomic import commit_folder, staging_folder, staging_path
 
 logger = logging.getLogger(__name__)
 
@@ -45,13 +47,6 @@ def latest_checkpoint(output_dir: os.PathLike) -> Optional[Path]:
     return found[-1] if found else None
 
 
-def _fsync_tree(path: Path) -> None:
-    for file in path.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
-
-
 def save_checkpoint(
     accelerator,
     output_dir: os.PathLike,
@@ -71,12 +66,13 @@ def save_checkpoint(
     """
     root = checkpoint_dir(output_dir)
     final = root / f"checkpoint_{step:08d}"
-    tmp = root / f".tmp-checkpoint_{step:08d}"
+    tmp = staging_path(final)
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".tmp-checkpoint_*"):  # left by a save that crashed, at any step
             shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
+        staging_folder(final)
+    # every process writes its RNG state into the staging folder: it must exist before they start
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
@@ -84,10 +80,7 @@ def save_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        commit_folder(tmp, final)
         for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

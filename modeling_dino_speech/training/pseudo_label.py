@@ -200,9 +200,10 @@ def run_pseudo_labelling(
 
     from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
     from ..modeling_dino_speech import DinoSpeechForXVector, DinoSpeechModel
+    from ..utils.atomic import write_folder_atomically
     from .clustering import cluster_embeddings, clustering_report
     from .dino import build_training_dataset, resolve_mixed_precision
-    from .export import write_atomically, write_model_card
+    from .export import write_model_card
 
     if not cfg.init:
         raise ValueError("pseudo-labelling starts from a DINO export: set init (or pass --init DIR)")
@@ -297,7 +298,7 @@ def run_pseudo_labelling(
                     },
                 )
 
-            write_atomically(round_dir / "final", fill)
+            write_folder_atomically(round_dir / "final", fill)
             (round_dir / "report.json").write_text(json.dumps(round_report, indent=1, default=float))
         accelerator.wait_for_everyone()
         accelerator.print(f"round {r}: " + json.dumps(round_report, default=float))
