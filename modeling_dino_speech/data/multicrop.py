@@ -451,7 +451,7 @@ class MultiCropDataLoader(DataLoader):
 
 def _ignore_interrupts(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group: the training loop decides when to stop (after a whole step, see
-    # training.dino.GracefulStop), and needs its workers alive until then. Orphaned workers still exit: the
+    # training.interrupt.GracefulStop), and needs its workers alive until then. Orphaned workers still exit: the
     # DataLoader's watchdog ends them when the main process is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 

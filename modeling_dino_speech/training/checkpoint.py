@@ -33,6 +33,11 @@ def checkpoint_dir(output_dir: os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
 
 
+def checkpoint_path(output_dir: os.PathLike, step: int) -> Path:
+    """Where the checkpoint after optimiser step `step` lives (once complete)."""
+    return checkpoint_dir(output_dir) / f"checkpoint_{step:08d}"
+
+
 def list_checkpoints(output_dir: os.PathLike) -> list[Path]:
     """Complete checkpoints, oldest first (a directory counts only once renamed into place)."""
     root = checkpoint_dir(output_dir)
@@ -65,7 +70,7 @@ def save_checkpoint(
         texts: more files (name -> text) that belong to the checkpoint, written before it is renamed into place.
     """
     root = checkpoint_dir(output_dir)
-    final = root / f"checkpoint_{step:08d}"
+    final = checkpoint_path(output_dir, step)
     tmp = staging_path(final)
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
