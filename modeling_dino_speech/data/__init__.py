@@ -5,7 +5,6 @@ Only the light modules are imported here; ``corpora``, ``augment`` and ``multicr
 """
 
 from .audio import (
-    SAMPLING_RATE,
     AudioError,
     AudioInfo,
     audio_info,
@@ -18,7 +17,6 @@ from .audio import (
 from .trials import Trial, read_trials, trial_files, write_trials
 
 __all__ = [
-    "SAMPLING_RATE",
     "AudioError",
     "AudioInfo",
     "audio_info",

@@ -1,9 +1,9 @@
 """The one way to read audio in dino-speech.
 
 Every audio file the package touches goes through :func:`load_audio` (samples) or :func:`audio_info`
-(header only). Both return float32 mono data at a known rate and raise :class:`AudioError`, whose message
-names the file and the problem, for anything that would otherwise surface later as a shape error or a NaN
-loss.
+(header only). Both return float32 mono data and raise :class:`AudioError`, whose message names the file and
+the problem, for anything that would otherwise surface later as a shape error or a NaN loss. The caller names
+the rate it wants: the model's, which its feature extractor carries (``feature_extractor.sampling_rate``).
 
 Policy for damaged or unusual input:
 
@@ -42,11 +42,7 @@ __all__ = [
     "resample",
     "is_silent",
     "clipping_ratio",
-    "SAMPLING_RATE",
 ]
-
-#: The package-wide sampling rate: everything inside dino-speech is 16 kHz mono float32.
-SAMPLING_RATE = 16000
 
 # libsndfile reports in its log "data : <declared> (should be <actual>)" when a WAV data chunk is shorter
 # than its header says. 0 and 0xFFFFFFFF are the placeholders written by streaming encoders, not damage.
@@ -141,7 +137,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 
 def load_audio(
     path: str | os.PathLike,
-    sampling_rate: int | None = SAMPLING_RATE,
+    sampling_rate: int | None,
     start: int | None = None,
     frames: int | None = None,
     channel: int | None = None,
@@ -174,7 +170,7 @@ Segments = Sequence[tuple[Optional[int], Optional[int]]]
 def load_segments(
     path: str | os.PathLike,
     segments: Segments | Callable[[int, int], Segments],
-    sampling_rate: int | None = SAMPLING_RATE,
+    sampling_rate: int | None,
     channel: int | None = None,
 ) -> list[np.ndarray]:
     """Read several ``(start, frames)`` segments (native-rate frames) of one file, opening it once.

@@ -29,7 +29,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .audio import SAMPLING_RATE, AudioError, audio_info, load_audio
+from .audio import AudioError, audio_info, load_audio
 
 __all__ = [
     "AugmentConfig",
@@ -77,7 +77,6 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (0.0, 0.0)
     """Random gain per crop (dB), applied last. Without mean normalisation in the features, crops of one
     utterance otherwise share their level and the model may learn the level instead of the voice."""
-    sampling_rate: int = SAMPLING_RATE
 
     def __post_init__(self) -> None:
         for name in ("reverb_prob", "noise_prob"):
@@ -261,13 +260,19 @@ class Augmenter:
     Args:
         config: the settings.
         babble_pool: paths of other training utterances, used for babble when MUSAN ``speech/`` is absent.
+        sampling_rate: the crops' rate (the model's, from its feature extractor); noise, music, speech and
+            impulse-response files at other rates are resampled to it as they are read, and the generated
+            sources are made at it.
 
     The file lists are scanned once here (cheap to pickle into DataLoader workers); audio is read lazily,
     one random segment per use, so MUSAN's ~100 h never have to fit in memory.
     """
 
-    def __init__(self, config: AugmentConfig | None = None, babble_pool: Sequence[str] | None = None):
+    def __init__(
+        self, config: AugmentConfig | None = None, babble_pool: Sequence[str] | None = None, *, sampling_rate: int
+    ):
         self.config = config or AugmentConfig()
+        self.sampling_rate = int(sampling_rate)
         cfg = self.config
         self.noise_files: list[str] = []
         self.music_files: list[str] = []
@@ -321,7 +326,7 @@ class Augmenter:
         offset_draw = rng.random()  # drawn even on failure so later draws do not depend on file health
         if path in self._bad:
             return None
-        sr = self.config.sampling_rate
+        sr = self.sampling_rate
         try:
             if path not in self._info:
                 frames, native_sr, _ = audio_info(path)
@@ -347,7 +352,7 @@ class Augmenter:
             path = self.rir_files[int(rng.integers(len(self.rir_files)))]
             if path not in self._bad:
                 try:
-                    rir = load_audio(path, cfg.sampling_rate, channel=0)[: int(cfg.max_rir_seconds * cfg.sampling_rate)]
+                    rir = load_audio(path, self.sampling_rate, channel=0)[: int(cfg.max_rir_seconds * self.sampling_rate)]
                     norm = np.sqrt(np.sum(np.square(rir, dtype=np.float64)))
                     if norm > _EPS:
                         return (rir / norm).astype(np.float32)
@@ -355,7 +360,7 @@ class Augmenter:
                 except AudioError as err:
                     self._bad.add(path)
                     logger.warning("impulse response skipped: %s", err)
-        return synthetic_rir(cfg.sampling_rate, rng, cfg.rt60, cfg.drr_db, cfg.max_rir_seconds)
+        return synthetic_rir(self.sampling_rate, rng, cfg.rt60, cfg.drr_db, cfg.max_rir_seconds)
 
     def _noise(self, category: str, length: int, rng: np.random.Generator) -> np.ndarray:
         cfg = self.config
@@ -364,7 +369,7 @@ class Augmenter:
             seg = self._segment(self.noise_files, length, rng)
         elif category == "music":
             seg = self._segment(self.music_files, length, rng) if self.music_files else synthetic_music(
-                length, cfg.sampling_rate, rng
+                length, self.sampling_rate, rng
             )
         elif category == "babble" and self.babble_files:
             talkers = int(rng.integers(cfg.babble_speakers[0], cfg.babble_speakers[1] + 1))
@@ -384,7 +389,7 @@ class Augmenter:
         """Augment each crop independently.
 
         Args:
-            waveforms: ``(C, N)`` (or ``(N,)``) float32 crops of equal length at ``config.sampling_rate``.
+            waveforms: ``(C, N)`` (or ``(N,)``) float32 crops of equal length at ``sampling_rate``.
             rng: the only source of randomness; the same generator state gives the same output.
 
         Returns:

@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLING_RATE
-
 __all__ = ["EnergyVADConfig", "energy_vad_mask", "apply_energy_vad"]
 
 
@@ -35,7 +33,7 @@ class EnergyVADConfig:
 
 
 def energy_vad_mask(
-    waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE, config: EnergyVADConfig | None = None
+    waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None
 ) -> np.ndarray:
     """Frame-level speech decisions.
 
@@ -65,7 +63,7 @@ def energy_vad_mask(
 
 
 def apply_energy_vad(
-    waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE, config: EnergyVADConfig | None = None
+    waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None
 ) -> np.ndarray:
     """Remove silent frames.
 
