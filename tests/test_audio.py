@@ -7,7 +7,6 @@ import soundfile as sf
 from modeling_dino_speech.data.audio import (
     AudioError,
     audio_info,
-    clipping_ratio,
     is_silent,
     load_audio,
     resample,
@@ -148,7 +147,7 @@ def test_clipped_allowed(tmp_path):
     path = tmp_path / "clipped.wav"
     sf.write(path, x, 16000, subtype="PCM_16")
     wav = load_audio(path, SR)
-    assert clipping_ratio(wav) > 0.3
+    assert np.mean(np.abs(wav) >= 0.999) > 0.3  # the clipped samples are kept as they are
 
 
 def test_flac_and_ogg(tmp_path):

@@ -15,7 +15,7 @@ zero-length               ``AudioError``
 NaN / Inf samples         ``AudioError``
 all-silence               allowed; :func:`is_silent` flags it (callers such as the multi-crop
                           pipeline decide whether to drop it; SNR mixing skips silent speech)
-clipped                   allowed (it is real-world data); :func:`clipping_ratio` measures it
+clipped                   allowed (it is real-world data)
 multi-channel             averaged to mono
 other sampling rates      resampled with libsoxr (:func:`modeling_dino_speech.resampling.resample`)
 ========================  =========================================================================
@@ -41,7 +41,6 @@ __all__ = [
     "load_segments",
     "resample",
     "is_silent",
-    "clipping_ratio",
 ]
 
 # libsndfile reports in its log "data : <declared> (should be <actual>)" when a WAV data chunk is shorter
@@ -244,8 +243,3 @@ def is_silent(waveform: np.ndarray | torch.Tensor, threshold_db: float = -60.0) 
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     return rms <= 10.0 ** (threshold_db / 20.0)
 
-
-def clipping_ratio(waveform: np.ndarray, level: float = 0.999) -> float:
-    """Fraction of samples whose magnitude reaches ``level`` (a diagnostic; clipped audio is allowed)."""
-    x = np.asarray(waveform)
-    return float(np.mean(np.abs(x) >= level)) if x.size else 0.0
