@@ -112,4 +112,3 @@ def as_norm(
     enroll = (scores - mean[enroll_index]) / std[enroll_index]
     test = (scores - mean[test_index]) / std[test_index]
     return 0.5 * (enroll + test)
-
