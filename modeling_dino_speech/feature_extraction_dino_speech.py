@@ -240,8 +240,8 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
         num_frames = out.shape[1]
         block = math.gcd(self.hop_length, self.win_length)
         usable = samples - samples % block
-        # On CPU, a few utterances at a time keep the working tensors in cache (2.6x faster at batch 128), and the
-        # chunks share their buffers: fresh multi-megabyte tensors per chunk cost as much in page faults as the FFT.
+        # On CPU, a few utterances at a time keep the working tensors in cache, and the chunks share their buffers:
+        # fresh multi-megabyte tensors per chunk cost page faults on the scale of the FFT (benchmarks/RESULTS.md).
         chunk = batch if waveforms.is_cuda else min(batch, _CPU_CHUNK)
         centred = waveforms.new_empty(chunk, samples)
         emphasised = waveforms.new_zeros(chunk, samples + self.n_fft - self.win_length)
