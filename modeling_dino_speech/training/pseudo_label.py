@@ -262,8 +262,8 @@ def _round_is_done(round_dir: Path) -> bool:
 
 def _write_clustering(round_dir: Path, paths: Sequence[str], embeddings: np.ndarray, result, report: dict) -> None:
     round_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(round_dir / "embeddings.npy") as tmp, open(tmp, "wb") as handle:
-        np.save(handle, embeddings)
+    with atomic_path(round_dir / "embeddings.npy") as tmp:
+        np.save(tmp, embeddings)
     with atomic_path(round_dir / "pseudo_labels.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["path", "pseudo_label"])

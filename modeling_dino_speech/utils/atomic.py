@@ -68,8 +68,9 @@ def atomic_path(path: PathLike) -> Iterator[Path]:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    # Named after the target and the process, so that concurrent writers never share a temporary file.
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # Hidden, named after the target and the process (concurrent writers never share one), and ending in the
+    # target's suffix, which writers such as np.save and soundfile go by.
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
         yield tmp
         with open(tmp, "rb") as handle:
