@@ -18,13 +18,13 @@ from .trials import Trial, read_trials, trial_files, write_trials
 __all__ = [
     "AudioError",
     "AudioInfo",
+    "Trial",
     "audio_info",
     "is_silent",
     "load_audio",
     "load_segments",
-    "resample",
-    "Trial",
     "read_trials",
+    "resample",
     "trial_files",
     "write_trials",
 ]

@@ -37,10 +37,10 @@ __all__ = [
     "AudioError",
     "AudioInfo",
     "audio_info",
+    "is_silent",
     "load_audio",
     "load_segments",
     "resample",
-    "is_silent",
 ]
 
 # libsndfile reports in its log "data : <declared> (should be <actual>)" when a WAV data chunk is shorter
@@ -242,4 +242,3 @@ def is_silent(waveform: np.ndarray | torch.Tensor, threshold_db: float = -60.0) 
         return True
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     return rms <= 10.0 ** (threshold_db / 20.0)
-

@@ -35,11 +35,11 @@ __all__ = [
     "AugmentConfig",
     "Augmenter",
     "coloured_noise",
+    "mix_at_snr",
+    "reverberate",
+    "snr_db",
     "synthetic_music",
     "synthetic_rir",
-    "reverberate",
-    "mix_at_snr",
-    "snr_db",
 ]
 
 logger = logging.getLogger(__name__)
@@ -83,8 +83,16 @@ class AugmentConfig:
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {value}")
-        for name in ("noise_snr", "music_snr", "babble_snr", "babble_speakers", "noise_slope", "rt60", "drr_db",
-                     "gain_db"):
+        for name in (
+            "noise_snr",
+            "music_snr",
+            "babble_snr",
+            "babble_speakers",
+            "noise_slope",
+            "rt60",
+            "drr_db",
+            "gain_db",
+        ):
             value = tuple(getattr(self, name))
             if len(value) != 2 or value[0] > value[1]:
                 raise ValueError(f"AugmentConfig.{name} must be a (low, high) pair with low <= high, got {value}")
@@ -100,7 +108,6 @@ class AugmentConfig:
                 f"with a positive sum, got {self.category_weights}"
             )
         self.category_weights = weights
-
 
 
 # ----------------------------------------------------------------------------------------------- signals
@@ -151,9 +158,9 @@ def coloured_noise(num: int, length: int, slopes: np.ndarray | float, rng: np.ra
 
 _WAVETABLE_SIZE = 4096
 # One period of a 3-harmonic tone (1/h amplitudes): a lookup replaces three sin() calls per sample.
-_WAVETABLE = sum(
-    np.sin(2 * np.pi * h * np.arange(_WAVETABLE_SIZE) / _WAVETABLE_SIZE) / h for h in (1, 2, 3)
-).astype(np.float32)
+_WAVETABLE = sum(np.sin(2 * np.pi * h * np.arange(_WAVETABLE_SIZE) / _WAVETABLE_SIZE) / h for h in (1, 2, 3)).astype(
+    np.float32
+)
 
 
 def synthetic_music(length: int, sampling_rate: int, rng: np.random.Generator) -> np.ndarray:
@@ -281,7 +288,11 @@ class Augmenter:
         if cfg.musan_root is not None:
             if not os.path.isdir(cfg.musan_root):
                 raise FileNotFoundError(f"{cfg.musan_root}: MUSAN folder (AugmentConfig.musan_root) does not exist")
-            for category, target in (("noise", self.noise_files), ("music", self.music_files), ("speech", self.speech_files)):
+            for category, target in (
+                ("noise", self.noise_files),
+                ("music", self.music_files),
+                ("speech", self.speech_files),
+            ):
                 folder = os.path.join(cfg.musan_root, category)
                 if os.path.isdir(folder):
                     target.extend(_audio_files(folder))
@@ -292,7 +303,9 @@ class Augmenter:
         if cfg.rir_root is not None:
             if not os.path.isdir(cfg.rir_root):
                 raise FileNotFoundError(f"{cfg.rir_root}: RIRS_NOISES folder (AugmentConfig.rir_root) does not exist")
-            self.rir_files.extend(sorted(glob.glob(os.path.join(cfg.rir_root, "simulated_rirs", "*", "Room*", "*.wav"))))
+            self.rir_files.extend(
+                sorted(glob.glob(os.path.join(cfg.rir_root, "simulated_rirs", "*", "Room*", "*.wav")))
+            )
             real = glob.glob(os.path.join(cfg.rir_root, "real_rirs_isotropic_noises", "*.wav"))
             self.rir_files.extend(sorted(f for f in real if "rir" in os.path.basename(f).lower()))
         self.babble_files: list[str] = self.speech_files or list(babble_pool or [])
@@ -303,12 +316,15 @@ class Augmenter:
 
     def describe(self) -> dict[str, str]:
         """Where each category comes from (files found, or the generated fallback)."""
+
         def src(files, fallback):
             return f"{len(files)} files" if files else fallback
 
         babble = (
-            f"{len(self.speech_files)} MUSAN speech files" if self.speech_files
-            else f"{len(self.babble_files)} training utterances" if self.babble_files
+            f"{len(self.speech_files)} MUSAN speech files"
+            if self.speech_files
+            else f"{len(self.babble_files)} training utterances"
+            if self.babble_files
             else "unavailable (coloured noise instead)"
         )
         return {
@@ -352,7 +368,9 @@ class Augmenter:
             path = self.rir_files[int(rng.integers(len(self.rir_files)))]
             if path not in self._bad:
                 try:
-                    rir = load_audio(path, self.sampling_rate, channel=0)[: int(cfg.max_rir_seconds * self.sampling_rate)]
+                    rir = load_audio(path, self.sampling_rate, channel=0)[
+                        : int(cfg.max_rir_seconds * self.sampling_rate)
+                    ]
                     norm = np.sqrt(np.sum(np.square(rir, dtype=np.float64)))
                     if norm > _EPS:
                         return (rir / norm).astype(np.float32)
@@ -368,8 +386,10 @@ class Augmenter:
         if category == "noise" and self.noise_files:
             seg = self._segment(self.noise_files, length, rng)
         elif category == "music":
-            seg = self._segment(self.music_files, length, rng) if self.music_files else synthetic_music(
-                length, self.sampling_rate, rng
+            seg = (
+                self._segment(self.music_files, length, rng)
+                if self.music_files
+                else synthetic_music(length, self.sampling_rate, rng)
             )
         elif category == "babble" and self.babble_files:
             talkers = int(rng.integers(cfg.babble_speakers[0], cfg.babble_speakers[1] + 1))

@@ -25,22 +25,22 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from .audio import AudioError, audio_info
 
 __all__ = [
     "AUDIO_EXTENSIONS",
-    "load_voxceleb",
-    "load_cremad",
-    "load_iemocap",
-    "load_msp_podcast",
-    "load_audio_folder",
-    "load_manifest",
-    "compute_durations",
     "CREMAD_EMOTIONS",
     "IEMOCAP_EMOTIONS",
     "MSP_PODCAST_EMOTIONS",
+    "compute_durations",
+    "load_audio_folder",
+    "load_cremad",
+    "load_iemocap",
+    "load_manifest",
+    "load_msp_podcast",
+    "load_voxceleb",
 ]
 
 logger = logging.getLogger(__name__)
@@ -50,18 +50,43 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3")
 CREMAD_EMOTIONS = {"ANG": "angry", "DIS": "disgust", "FEA": "fear", "HAP": "happy", "NEU": "neutral", "SAD": "sad"}
 CREMAD_LEVELS = {"LO": "low", "MD": "medium", "HI": "high", "XX": "unspecified"}
 IEMOCAP_EMOTIONS = {
-    "neu": "neutral", "hap": "happy", "exc": "excited", "ang": "angry", "sad": "sad", "fru": "frustrated",
-    "sur": "surprised", "fea": "fearful", "dis": "disgusted", "oth": "other", "xxx": "undecided",
+    "neu": "neutral",
+    "hap": "happy",
+    "exc": "excited",
+    "ang": "angry",
+    "sad": "sad",
+    "fru": "frustrated",
+    "sur": "surprised",
+    "fea": "fearful",
+    "dis": "disgusted",
+    "oth": "other",
+    "xxx": "undecided",
 }
 # The usual 4-class IEMOCAP task: excited is merged into happy, the rest is left out.
 IEMOCAP_FOUR_CLASSES = {"neu": "neutral", "hap": "happy", "exc": "happy", "ang": "angry", "sad": "sad"}
 MSP_PODCAST_EMOTIONS = {
-    "N": "neutral", "H": "happy", "A": "angry", "S": "sad", "U": "surprise", "F": "fear", "D": "disgust",
-    "C": "contempt", "O": "other", "X": "no_agreement",
+    "N": "neutral",
+    "H": "happy",
+    "A": "angry",
+    "S": "sad",
+    "U": "surprise",
+    "F": "fear",
+    "D": "disgust",
+    "C": "contempt",
+    "O": "other",
+    "X": "no_agreement",
 }
 MSP_PODCAST_COLUMNS = ("FileName", "EmoClass", "EmoAct", "EmoVal", "EmoDom", "SpkrID", "Gender", "Split_Set")
-_MSP_SPLIT_ALIASES = {"train": "Train", "development": "Development", "dev": "Development", "validation": "Development",
-                      "test": "Test1", "test1": "Test1", "test2": "Test2", "test3": "Test3"}
+_MSP_SPLIT_ALIASES = {
+    "train": "Train",
+    "development": "Development",
+    "dev": "Development",
+    "validation": "Development",
+    "test": "Test1",
+    "test1": "Test1",
+    "test2": "Test2",
+    "test3": "Test3",
+}
 
 _CREMAD_NAME = re.compile(r"^(\d{4})_([A-Z]{3})_([A-Z]{3})_([A-Z]{2})$")
 _IEMOCAP_LINE = re.compile(r"^\[\s*([\d.]+)\s*-\s*([\d.]+)\s*\]\s+(\S+)\s+(\S+)\s+\[([^\]]*)\]\s*$")
@@ -181,9 +206,7 @@ def load_voxceleb(
     return _dataset(_with_durations(columns, durations, num_threads, on_error, root), root)
 
 
-def load_cremad(
-    root: str | os.PathLike, durations: bool = True, on_error: str = "raise", num_threads: int = 8
-):
+def load_cremad(root: str | os.PathLike, durations: bool = True, on_error: str = "raise", num_threads: int = 8):
     """CREMA-D: ``<root>/AudioWAV/<actor>_<sentence>_<emotion>_<level>.wav`` (or the files directly in root).
 
     Returns:
@@ -212,7 +235,10 @@ def load_cremad(
         columns["label"].append(CREMAD_EMOTIONS[match.group(3)])
         columns["level"].append(CREMAD_LEVELS[match.group(4)])
     if bad:
-        message = f"{folder}: {len(bad)} file name(s) do not follow <actor>_<sentence>_<EMO>_<LEVEL>.wav:\n  " + "\n  ".join(bad)
+        message = (
+            f"{folder}: {len(bad)} file name(s) do not follow <actor>_<sentence>_<EMO>_<LEVEL>.wav:\n  "
+            + "\n  ".join(bad)
+        )
         if on_error == "raise":
             raise ValueError(message)
         logger.warning(message)
@@ -266,13 +292,27 @@ def load_iemocap(
     if not sessions:
         raise FileNotFoundError(f"{root}: no Session1..Session5 folders (IEMOCAP layout)")
     mapping = IEMOCAP_FOUR_CLASSES if four_classes else IEMOCAP_EMOTIONS
-    columns: dict[str, list] = {k: [] for k in (
-        "path", "label", "session", "speaker", "dialog", "utterance", "start", "end", "valence", "activation", "dominance"
-    )}
+    columns: dict[str, list] = {
+        k: []
+        for k in (
+            "path",
+            "label",
+            "session",
+            "speaker",
+            "dialog",
+            "utterance",
+            "start",
+            "end",
+            "valence",
+            "activation",
+            "dominance",
+        )
+    }
     missing = []
     for session_dir in sessions:
         evaluations = sorted(
-            f for f in glob.glob(os.path.join(session_dir, "dialog", "EmoEvaluation", "*.txt"))
+            f
+            for f in glob.glob(os.path.join(session_dir, "dialog", "EmoEvaluation", "*.txt"))
             if not os.path.basename(f).startswith(".")  # macOS "._" resource forks ship in some copies
         )
         for evaluation in evaluations:
@@ -299,7 +339,9 @@ def load_iemocap(
                 columns["activation"].append(act)
                 columns["dominance"].append(dom)
     if missing:
-        message = f"{root}: {len(missing)} wav file(s) listed in EmoEvaluation are missing:\n  " + "\n  ".join(missing[:50])
+        message = f"{root}: {len(missing)} wav file(s) listed in EmoEvaluation are missing:\n  " + "\n  ".join(
+            missing[:50]
+        )
         if on_error == "raise":
             raise FileNotFoundError(message)
         logger.warning(message)
@@ -339,9 +381,9 @@ def load_msp_podcast(
     unknown = sorted(set(classes or ()) - set(MSP_PODCAST_EMOTIONS.values()))
     if unknown:
         raise ValueError(f"unknown MSP-Podcast class(es) {unknown}; known: {sorted(MSP_PODCAST_EMOTIONS.values())}")
-    columns: dict[str, list] = {k: [] for k in (
-        "path", "label", "activation", "valence", "dominance", "speaker", "gender", "split"
-    )}
+    columns: dict[str, list] = {
+        k: [] for k in ("path", "label", "activation", "valence", "dominance", "speaker", "gender", "split")
+    }
     missing = []
     with open(labels, newline="", encoding="utf-8") as handle:
         reader = csv.DictReader(handle)

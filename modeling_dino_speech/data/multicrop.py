@@ -36,16 +36,16 @@ from .augment import AugmentConfig, Augmenter
 from .vad import EnergyVADConfig, apply_energy_vad
 
 __all__ = [
-    "MultiCropConfig",
-    "MultiCropper",
-    "MultiCropDataset",
-    "MultiCropIterableDataset",
     "MultiCropBatchSampler",
     "MultiCropCollator",
+    "MultiCropConfig",
+    "MultiCropDataset",
+    "MultiCropIterableDataset",
+    "MultiCropper",
     "build_multicrop_dataloader",
-    "streaming_source",
-    "item_rng",
     "filter_min_duration",
+    "item_rng",
+    "streaming_source",
 ]
 
 logger = logging.getLogger(__name__)
@@ -76,12 +76,13 @@ class MultiCropConfig:
 
     def __post_init__(self) -> None:
         if self.n_global < 1 or self.n_local < 0:
-            raise ValueError(f"MultiCropConfig: need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}")
+            raise ValueError(
+                f"MultiCropConfig: need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}"
+            )
         if self.global_seconds <= 0 or (self.n_local and self.local_seconds <= 0):
             raise ValueError("MultiCropConfig: crop lengths (global_seconds, local_seconds) must be positive")
         if self.on_error not in ("skip", "fail"):
             raise ValueError(f"MultiCropConfig.on_error must be 'skip' or 'fail', got {self.on_error!r}")
-
 
     def global_samples(self, sampling_rate: int) -> int:
         return int(round(self.global_seconds * sampling_rate))
@@ -187,15 +188,27 @@ class MultiCropper:
             views = self.augmenter.augment(views, rng)
             if cfg.n_local:
                 local = self.augmenter.augment(local, rng)
-        return {"index": int(index), "skipped": False, "short": bool(short), "error": None,
-                "global_crops": views, "local_crops": local}
+        return {
+            "index": int(index),
+            "skipped": False,
+            "short": bool(short),
+            "error": None,
+            "global_crops": views,
+            "local_crops": local,
+        }
 
     def _skip(self, index: int, path: str, problem: str) -> dict[str, Any]:
         if path not in self._reported:
             self._reported.add(path)
             logger.warning("multi-crop: skipping %s: %s", path, problem)
-        return {"index": int(index), "skipped": True, "short": False, "error": f"{path}: {problem}",
-                "global_crops": None, "local_crops": None}
+        return {
+            "index": int(index),
+            "skipped": True,
+            "short": False,
+            "error": f"{path}: {problem}",
+            "global_crops": None,
+            "local_crops": None,
+        }
 
 
 # --------------------------------------------------------------------------------------------- datasets
@@ -216,7 +229,9 @@ def filter_min_duration(dataset: Any, min_duration: float) -> Any:
     durations = np.asarray(dataset["duration"], dtype=np.float64)
     keep = np.flatnonzero(durations >= min_duration)
     if len(keep) == 0:
-        raise ValueError(f"no utterance is at least min_duration={min_duration} s long (longest: {durations.max():.2f} s)")
+        raise ValueError(
+            f"no utterance is at least min_duration={min_duration} s long (longest: {durations.max():.2f} s)"
+        )
     return dataset.select(keep) if len(keep) < len(durations) else dataset
 
 
@@ -483,7 +498,9 @@ def build_multicrop_dataloader(
 
     dataset = filter_min_duration(dataset, crop_cfg.min_duration)
     paths = _paths(dataset)
-    augmenter = Augmenter(aug_cfg, babble_pool=babble_pool or paths, sampling_rate=rate) if aug_cfg is not None else None
+    augmenter = (
+        Augmenter(aug_cfg, babble_pool=babble_pool or paths, sampling_rate=rate) if aug_cfg is not None else None
+    )
     items = MultiCropDataset(paths, MultiCropper(crop_cfg, augmenter, sampling_rate=rate), seed, epoch)
     sampler = MultiCropBatchSampler(
         len(items), batch_size, seed, epoch, start_batch, num_replicas, rank, drop_last, shuffle=True

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import Iterable, NamedTuple
 
-__all__ = ["Trial", "read_trials", "write_trials", "trial_files"]
+__all__ = ["Trial", "read_trials", "trial_files", "write_trials"]
 
 _LABELS = {"1": 1, "0": 0, "target": 1, "nontarget": 0, "tgt": 1, "imp": 0, "true": 1, "false": 0}
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["EnergyVADConfig", "energy_vad_mask", "apply_energy_vad"]
+__all__ = ["EnergyVADConfig", "apply_energy_vad", "energy_vad_mask"]
 
 
 @dataclass
@@ -27,14 +27,14 @@ class EnergyVADConfig:
 
     def __post_init__(self) -> None:
         if self.threshold_db >= 0:
-            raise ValueError(f"EnergyVADConfig.threshold_db must be negative (dB below the maximum), got {self.threshold_db}")
+            raise ValueError(
+                f"EnergyVADConfig.threshold_db must be negative (dB below the maximum), got {self.threshold_db}"
+            )
         if self.frame_ms <= 0 or self.shift_ms <= 0 or self.context < 0:
             raise ValueError("EnergyVADConfig: frame_ms and shift_ms must be positive and context non-negative")
 
 
-def energy_vad_mask(
-    waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None
-) -> np.ndarray:
+def energy_vad_mask(waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None) -> np.ndarray:
     """Frame-level speech decisions.
 
     Args:
@@ -62,9 +62,7 @@ def energy_vad_mask(
     return speech
 
 
-def apply_energy_vad(
-    waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None
-) -> np.ndarray:
+def apply_energy_vad(waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None) -> np.ndarray:
     """Remove silent frames.
 
     Args:
