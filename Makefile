@@ -36,7 +36,7 @@ demo: corpus
 		data.augment.musan_root=$(DEMO_DATA)/musan_standin eval.trials=$(DEMO_DATA)/trials_synth.txt \
 		eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/dino
 	$(PY) train.py pseudo-label --config configs/pseudo_label_demo.yaml --resume --init $(DEMO_RUN)/dino/final \
-		train=$(DEMO_DATA)/train.csv augment.musan_root=$(DEMO_DATA)/musan_standin \
+		data.train=$(DEMO_DATA)/train.csv data.augment.musan_root=$(DEMO_DATA)/musan_standin \
 		eval.trials=$(DEMO_DATA)/trials_synth.txt eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/pseudo_label
 	$(VENV)/bin/dino-speech demo-report --data $(DEMO_DATA) --runs $(DEMO_RUN)
 

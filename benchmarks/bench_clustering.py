@@ -6,7 +6,7 @@ a within-speaker spread that gives an utterance ~0.85 cosine to its speaker (pai
 good speaker embedding shows.
 
 Each configuration runs in its own subprocess (``--worker``) that loads the embeddings from a .npy file and
-calls ``cluster_embeddings(..., profile_memory=True)``, which records each stage's own peak RSS (Linux
+calls ``cluster_embeddings(..., stage_hook=StageMemory())``, which records each stage's own peak RSS (Linux
 VmHWM, reset at each stage start): every allocation counts, faiss's C++ buffers included.
 Printed tables:
 
@@ -29,12 +29,15 @@ import json
 import math
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
 import time
 import tracemalloc
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -92,6 +95,60 @@ def extra_rss(run: dict, stage: str | None = None) -> float:
     return max(run["memory"][s].get("peak_rss_mb", run["memory"][s]["maxrss_mb"]) for s in stages) - run["rss_start_mb"]
 
 
+def _proc_status_mb(field_name: str) -> float | None:
+    """A memory field of /proc/self/status in MB (Linux), or None where it does not exist."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1]) / 1024.0  # kB
+    except OSError:
+        return None
+    return None
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the process's peak-RSS mark (Linux ``clear_refs`` 5), so a stage's own peak can be read."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        return True
+    except OSError:
+        return False
+
+
+class StageMemory:
+    """The memory of each stage of a ``cluster_embeddings`` call, as its ``stage_hook``.
+
+    ``memory[stage]`` holds "maxrss_mb" (the process's high-water mark since it started), "rss_start_mb" and
+    "peak_rss_mb" (the stage's own peak RSS, every allocation counted; Linux, where resetting the VmHWM mark at
+    each stage start is a side effect on the process), and, while ``tracemalloc`` is tracing, "traced_peak_mb"
+    (Python/numpy allocations during the stage).
+    """
+
+    def __init__(self) -> None:
+        self.memory: dict[str, dict[str, float]] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        tracing = tracemalloc.is_tracing()
+        if tracing:
+            tracemalloc.reset_peak()
+        mem: dict[str, float] = {}
+        rss = _proc_status_mb("VmRSS")
+        own_peak = rss is not None and _reset_peak_rss()
+        if own_peak:
+            mem["rss_start_mb"] = rss
+        yield
+        peak = _proc_status_mb("VmHWM") if own_peak else None
+        if peak is not None:
+            mem["peak_rss_mb"] = peak
+        mem["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+        if tracing:
+            mem["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
+        self.memory[name] = mem
+
+
 def current_rss_mb() -> float:
     with open("/proc/self/statm") as f:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
@@ -127,7 +184,8 @@ def run_worker(args: argparse.Namespace) -> None:
     cfg = ClusteringConfig(backend=backend, seed=0, num_threads=args.threads, **overrides)
     if args.trace:
         tracemalloc.start()
-    result = cluster_embeddings(x, cfg, profile_memory=True)
+    memory = StageMemory()
+    result = cluster_embeddings(x, cfg, stage_hook=memory)
     if args.trace:
         tracemalloc.stop()
     report = clustering_report(result, truth)
@@ -137,7 +195,7 @@ def run_worker(args: argparse.Namespace) -> None:
                 "n": int(x.shape[0]),
                 "rss_start_mb": rss_start,
                 "timings": result.timings,
-                "memory": result.peak_memory,
+                "memory": memory.memory,
                 "stages": {k: v for k, v in result.stages.items()},
                 "report": {k: v for k, v in report.items() if k not in ("stages", "timings_s")},
             }

@@ -85,10 +85,10 @@ def time_naive(paths, crop_cfg, batch_size, batches, seed=0):
     """Whole-file reads and one Kaldi fbank call per crop, in the main process."""
     import torchaudio.compliance.kaldi as kaldi
 
-    lengths = [crop_cfg.global_samples] * crop_cfg.n_global + [crop_cfg.local_samples] * crop_cfg.n_local
+    lengths = [crop_cfg.global_samples(SR)] * crop_cfg.n_global + [crop_cfg.local_samples(SR)] * crop_cfg.n_local
     start = time.perf_counter()
     for index in range(batches * batch_size):
-        wav = load_audio(paths[index % len(paths)])
+        wav = load_audio(paths[index % len(paths)], SR)
         rng = item_rng(seed, 0, index)
         for length in lengths:
             offset = int(rng.integers(0, max(1, len(wav) - length)))

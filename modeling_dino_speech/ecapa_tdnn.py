@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pooling import has_padding
+from .pooling import has_padding, lengths_to_mask
 
 
 def time_major_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
@@ -131,7 +131,7 @@ class ECAPATDNN(nn.Module):
         time = x.shape[1]
         mask = None
         if has_padding(lengths, time):
-            mask = (torch.arange(time, device=lengths.device)[None, :] < lengths[:, None]).to(x.dtype)[..., None]
+            mask = lengths_to_mask(lengths, time, x.dtype)[..., None]
             x = x * mask
         x = self.stem(x, mask)
         outputs = []

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from transformers import BatchFeature, SequenceFeatureExtractor
 
-from .pooling import has_padding
+from .pooling import has_padding, lengths_to_mask
 from .resampling import resample
 
 # Kaldi floors the mel energies at float32 machine epsilon before taking the log.
@@ -208,7 +208,7 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
                 f"({self.win_length} samples)"
             )
         span = (max_frames - 1) * self.hop_length + self.win_length
-        mask = torch.arange(max_frames, device=device)[None, :] < frame_counts[:, None]
+        mask = lengths_to_mask(frame_counts, max_frames)
         padded = has_padding(frame_counts, max_frames)
         features = waveforms.new_empty(batch, max_frames, self.feature_size, dtype=torch.float32)
         # Normalised chunk by chunk, while each chunk's log-mel energies are still in cache.
@@ -240,8 +240,8 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
         num_frames = out.shape[1]
         block = math.gcd(self.hop_length, self.win_length)
         usable = samples - samples % block
-        # On CPU, a few utterances at a time keep the working tensors in cache (2.6x faster at batch 128), and the
-        # chunks share their buffers: fresh multi-megabyte tensors per chunk cost as much in page faults as the FFT.
+        # On CPU, a few utterances at a time keep the working tensors in cache, and the chunks share their buffers:
+        # fresh multi-megabyte tensors per chunk cost page faults on the scale of the FFT (benchmarks/RESULTS.md).
         chunk = batch if waveforms.is_cuda else min(batch, _CPU_CHUNK)
         centred = waveforms.new_empty(chunk, samples)
         emphasised = waveforms.new_zeros(chunk, samples + self.n_fft - self.win_length)

@@ -27,8 +27,6 @@ from torch import nn
 
 __all__ = ["embed_files", "load_model", "main", "read_embeddings", "resolve_device", "write_embeddings"]
 
-SAMPLING_RATE = 16000
-
 
 def resolve_device(device: Optional[str | torch.device] = "auto") -> torch.device:
     """``"auto"``/None -> CUDA when available, else CPU; anything else is passed to ``torch.device``."""
@@ -90,8 +88,9 @@ def _from_pretrained(path: str) -> Tuple[nn.Module, Any]:
 
 
 class _AudioFiles(torch.utils.data.Dataset):
-    def __init__(self, paths: Sequence[str]):
+    def __init__(self, paths: Sequence[str], sampling_rate: int):
         self.paths = list(paths)
+        self.sampling_rate = sampling_rate
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -99,7 +98,18 @@ class _AudioFiles(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> Tuple[int, np.ndarray]:
         from modeling_dino_speech.data.audio import load_audio
 
-        return index, load_audio(self.paths[index], sampling_rate=SAMPLING_RATE)
+        return index, load_audio(self.paths[index], sampling_rate=self.sampling_rate)
+
+
+def _sampling_rate(feature_extractor: Any) -> int:
+    """The rate a model's features are computed at: files are decoded and resampled to it."""
+    rate = getattr(feature_extractor, "sampling_rate", None)
+    if not isinstance(rate, (int, np.integer)) or isinstance(rate, bool) or rate <= 0:
+        raise TypeError(
+            f"{type(feature_extractor).__name__} has no sampling_rate (got {rate!r}): embed_files needs the rate "
+            "the model's features are computed at"
+        )
+    return int(rate)
 
 
 def _collate(items: List[Tuple[int, np.ndarray]]) -> Tuple[List[int], List[np.ndarray]]:
@@ -161,8 +171,9 @@ def embed_files(
     Args:
         model: an embedding model (``DinoSpeechModel``, ``DinoSpeechForXVector``, a baseline, or any Hugging
             Face audio encoder); its train/eval mode is restored afterwards.
-        feature_extractor: its feature extractor (``DinoSpeechFeatureExtractor``; any HF one works).
-        paths: audio files (any format soundfile reads, any rate: resampled to 16 kHz).
+        feature_extractor: its feature extractor (``DinoSpeechFeatureExtractor``; any HF one works): files are
+            decoded at its ``sampling_rate``.
+        paths: audio files (any format soundfile reads, any rate: resampled to the feature extractor's).
         batch_size: files per batch at most.
         max_batch_seconds: padded audio per batch at most (long files get smaller batches).
         device: where to run; None keeps the model where it is (``"auto"``: CUDA when available).
@@ -179,6 +190,7 @@ def embed_files(
     paths = [os.fspath(p) for p in paths]
     if not paths:
         raise ValueError("no audio files to embed")
+    rate = _sampling_rate(feature_extractor)
     if durations is None:
         from modeling_dino_speech.data.corpora import compute_durations
 
@@ -197,7 +209,7 @@ def embed_files(
     takes_device = "device" in inspect.signature(feature_extractor.__call__).parameters
     batches = _length_batches(durations, batch_size, max_batch_seconds)
     loader = torch.utils.data.DataLoader(
-        _AudioFiles(paths),
+        _AudioFiles(paths, rate),
         batch_sampler=batches,
         collate_fn=_collate,
         num_workers=num_workers,
@@ -211,11 +223,9 @@ def embed_files(
         with torch.inference_mode(), tqdm(total=len(paths), desc=desc, unit="file", disable=not progress) as bar:
             for indices, waveforms in loader:
                 if takes_device:  # dino-speech computes the fbank on the model's device
-                    batch = feature_extractor(
-                        waveforms, sampling_rate=SAMPLING_RATE, return_tensors="pt", device=device
-                    )
+                    batch = feature_extractor(waveforms, sampling_rate=rate, return_tensors="pt", device=device)
                 else:
-                    batch = feature_extractor(waveforms, sampling_rate=SAMPLING_RATE, return_tensors="pt", padding=True)
+                    batch = feature_extractor(waveforms, sampling_rate=rate, return_tensors="pt", padding=True)
                 batch = {k: v.to(device) for k, v in batch.items()}
                 embeddings = _embeddings_of(model(**batch)).float().cpu().numpy()
                 if result is None:

@@ -11,9 +11,11 @@ from torch import nn
 _VARIANCE_FLOOR = 1e-5
 
 
-def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """`(batch,)` lengths -> `(batch, max_len)` boolean mask, True on real frames."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+def lengths_to_mask(lengths: torch.Tensor, max_len: int, dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """`(batch,)` lengths -> `(batch, max_len)` mask of the real frames: boolean, or 1/0 in `dtype` (to multiply
+    activations with)."""
+    mask = torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
+    return mask if dtype is None else mask.to(dtype)
 
 
 def has_padding(lengths: torch.Tensor, time: int) -> bool:

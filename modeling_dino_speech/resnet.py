@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .pooling import has_padding
+from .pooling import has_padding, lengths_to_mask
 
 
 def _downsample(lengths: torch.Tensor, stride: int) -> torch.Tensor:
@@ -24,7 +24,7 @@ def _downsample(lengths: torch.Tensor, stride: int) -> torch.Tensor:
 
 def _time_mask(lengths: torch.Tensor, time: int, dtype: torch.dtype) -> torch.Tensor:
     """`(B, 1, 1, time)` 0/1 mask broadcastable over (B, C, F, T)."""
-    return (torch.arange(time, device=lengths.device)[None, :] < lengths[:, None]).to(dtype)[:, None, None, :]
+    return lengths_to_mask(lengths, time, dtype)[:, None, None, :]
 
 
 def conv_bn(conv: nn.Conv2d, norm: nn.BatchNorm2d, x: torch.Tensor) -> torch.Tensor:

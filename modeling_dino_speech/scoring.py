@@ -17,7 +17,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-__all__ = ["CohortStatistics", "as_norm", "cohort_statistics", "cosine_scores", "l2_normalize", "score_trials"]
+__all__ = ["CohortStatistics", "as_norm", "cohort_statistics", "cosine_scores", "l2_normalize"]
 
 
 def l2_normalize(embeddings: np.ndarray, eps: float = 1e-12) -> np.ndarray:
@@ -112,17 +112,3 @@ def as_norm(
     enroll = (scores - mean[enroll_index]) / std[enroll_index]
     test = (scores - mean[test_index]) / std[test_index]
     return 0.5 * (enroll + test)
-
-
-def score_trials(
-    embeddings: np.ndarray,
-    enroll_index: np.ndarray,
-    test_index: np.ndarray,
-    cohort: np.ndarray | None = None,
-    top_k: int = 300,
-) -> np.ndarray:
-    """Cosine trial scores, AS-normalised when a cohort is given. Shapes as in :func:`cosine_scores`."""
-    scores = cosine_scores(embeddings, enroll_index, test_index)
-    if cohort is None:
-        return scores
-    return as_norm(scores, enroll_index, test_index, cohort_statistics(embeddings, cohort, top_k))

@@ -69,7 +69,7 @@ def test_augmenter_snr_matches_request_per_category(tmp_path, category, weights)
     cfg = AugmentConfig(
         reverb_prob=0.0, noise_prob=1.0, category_weights=weights, noise_snr=(6, 6), music_snr=(6, 6), babble_snr=(6, 6)
     )
-    aug = Augmenter(cfg, babble_pool=pool)
+    aug = Augmenter(cfg, babble_pool=pool, sampling_rate=SR)
     x = _speech_like(rng, 3)
     y = aug.augment(x, np.random.default_rng(7))
     assert y.shape == x.shape and y.dtype == np.float32
@@ -78,10 +78,10 @@ def test_augmenter_snr_matches_request_per_category(tmp_path, category, weights)
 
 def test_reproducible_from_generator():
     cfg = AugmentConfig(reverb_prob=0.5, noise_prob=0.7)
-    aug = Augmenter(cfg)
+    aug = Augmenter(cfg, sampling_rate=SR)
     x = _speech_like(np.random.default_rng(0), 6)
     a = aug.augment(x, np.random.default_rng(123))
-    b = Augmenter(cfg).augment(x, np.random.default_rng(123))
+    b = Augmenter(cfg, sampling_rate=SR).augment(x, np.random.default_rng(123))
     c = aug.augment(x, np.random.default_rng(124))
     assert np.array_equal(a, b)
     assert not np.array_equal(a, c)
@@ -92,7 +92,7 @@ def test_reproducible_from_generator():
 
 def test_probabilities_are_respected():
     cfg = AugmentConfig(reverb_prob=0.0, noise_prob=0.3)
-    aug = Augmenter(cfg)
+    aug = Augmenter(cfg, sampling_rate=SR)
     x = _speech_like(np.random.default_rng(0), 400, 800)
     y = aug.augment(x, np.random.default_rng(3))
     changed = np.any(y != x, axis=1).mean()
@@ -168,7 +168,7 @@ def musan_and_rirs(tmp_path):
 
 def test_reads_musan_and_rirs_layouts(musan_and_rirs):
     musan, rirs = musan_and_rirs
-    aug = Augmenter(AugmentConfig(musan_root=str(musan), rir_root=str(rirs)))
+    aug = Augmenter(AugmentConfig(musan_root=str(musan), rir_root=str(rirs)), sampling_rate=SR)
     assert len(aug.noise_files) == len(aug.music_files) == len(aug.speech_files) == 2
     assert aug.babble_files == aug.speech_files
     assert len(aug.rir_files) == 2 and not any("noise" in f.rsplit("/", 1)[-1] for f in aug.rir_files)
@@ -197,7 +197,7 @@ def test_missing_category_falls_back_and_bad_files_are_skipped(tmp_path, caplog)
     cfg = AugmentConfig(
         musan_root=str(musan), reverb_prob=1.0, noise_prob=1.0, noise_snr=(5, 5), category_weights=(1, 0, 0)
     )
-    aug = Augmenter(cfg)
+    aug = Augmenter(cfg, sampling_rate=SR)
     described = aug.describe()
     assert described["music"] == "synthetic music" and described["reverb"] == "synthetic room impulse responses"
     assert described["babble"].startswith("unavailable")
@@ -213,18 +213,18 @@ def test_missing_category_falls_back_and_bad_files_are_skipped(tmp_path, caplog)
 
 def test_missing_roots_are_errors(tmp_path):
     with pytest.raises(FileNotFoundError, match="musan_root"):
-        Augmenter(AugmentConfig(musan_root=str(tmp_path / "nope")))
+        Augmenter(AugmentConfig(musan_root=str(tmp_path / "nope")), sampling_rate=SR)
     with pytest.raises(FileNotFoundError, match="rir_root"):
-        Augmenter(AugmentConfig(rir_root=str(tmp_path / "nope")))
+        Augmenter(AugmentConfig(rir_root=str(tmp_path / "nope")), sampling_rate=SR)
 
 
 def test_random_gain_per_crop_changes_only_the_level():
     from modeling_dino_speech.data.augment import AugmentConfig, Augmenter
 
     crops = np.random.default_rng(0).standard_normal((6, 8000)).astype(np.float32) * 0.1
-    clean = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0))(crops, np.random.default_rng(1))
+    clean = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0), sampling_rate=SR)(crops, np.random.default_rng(1))
     np.testing.assert_array_equal(clean, crops)
-    gained = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0, gain_db=(-6.0, 6.0)))(
+    gained = Augmenter(AugmentConfig(reverb_prob=0.0, noise_prob=0.0, gain_db=(-6.0, 6.0)), sampling_rate=SR)(
         crops, np.random.default_rng(1)
     )
     ratios_db = 20 * np.log10(np.abs(gained).max(axis=1) / np.abs(crops).max(axis=1))

@@ -12,7 +12,6 @@ from modeling_dino_speech.data.corpora import (
     load_manifest,
     load_msp_podcast,
     load_voxceleb,
-    save_manifest,
 )
 from modeling_dino_speech.data.trials import read_trials
 
@@ -248,7 +247,7 @@ def test_audio_folder(tmp_path):
         load_audio_folder(tmp_path / "pool" / "alice", extensions=(".mp3",))
 
 
-def test_manifest_roundtrip_relative_paths_and_errors(tmp_path):
+def test_manifest_relative_paths_and_errors(tmp_path):
     corpus = tmp_path / "corpus"
     _wav(corpus / "wav" / "s1" / "u1.wav", 0.25)
     _wav(corpus / "wav" / "0042" / "u2.wav", 0.5)
@@ -259,11 +258,6 @@ def test_manifest_roundtrip_relative_paths_and_errors(tmp_path):
     assert ds["speaker"] == ["s1", "0042"]  # ids stay text
     assert ds["duration"] == [0.25, pytest.approx(0.5)]  # the empty one is read from the header
     assert ds["style"] == ["neutral", "sad"]
-    # Round trip, relative to the new CSV.
-    out = corpus / "copy.csv"
-    save_manifest(ds, out)
-    assert out.read_text().splitlines()[1].startswith("wav/s1/u1.wav,s1,0.250")
-    assert load_manifest(out)["path"] == ds["path"]
     # path[,label] manifests get durations from the headers.
     labelled = corpus / "labelled.csv"
     labelled.write_text("path,label\nwav/s1/u1.wav,x\n")

@@ -120,6 +120,16 @@ def test_collapse_monitor_flags_one_prototype_and_uniform():
     assert all(CollapseMonitor(patience=1).update(stats, i) is None for i in range(3))
 
 
+def test_collapse_monitor_from_the_recipe_section():
+    cfg = load_config(DinoTrainConfig, None, ["monitor.patience=4", "monitor.min_embedding_std=0.5"])
+    monitor = CollapseMonitor.from_config(cfg.monitor)
+    assert (monitor.patience, monitor.min_embedding_std) == (4, 0.5)
+    assert (monitor.min_batch_entropy, monitor.max_sample_entropy) == (
+        cfg.monitor.min_batch_entropy,
+        cfg.monitor.max_sample_entropy,
+    )
+
+
 def test_effective_rank():
     assert effective_rank(torch.randn(200, 1) @ torch.randn(1, 16)) == pytest.approx(1.0, abs=0.05)
     assert effective_rank(torch.randn(2000, 16)) > 14

@@ -72,7 +72,7 @@ def test_fbank_statistics_baseline_is_normalised_mean_and_std_of_fbank(tiny_corp
     model, feature_extractor = load_model("fbank-stats", device="cpu")
     embeddings = embed_files(model, feature_extractor, files["path"][:3], progress=False)
     assert embeddings.shape == (3, 160)
-    batch = feature_extractor(load_audio(files["path"][1]), sampling_rate=SR, return_tensors="np")
+    batch = feature_extractor(load_audio(files["path"][1], SR), sampling_rate=SR, return_tensors="np")
     features = batch["input_features"][0]
     shape = features.mean(axis=0) - features.mean()  # level (average log energy) removed
     std = features.std(axis=0)
@@ -143,7 +143,7 @@ def test_fbank_statistics_ignore_recording_level(tiny_corpus, tmp_path):
 
     original = _paths(tiny_corpus)["path"][0]
     quieter = tmp_path / "quieter.wav"
-    sf.write(quieter, 0.25 * load_audio(original), SR, subtype="FLOAT")
+    sf.write(quieter, 0.25 * load_audio(original, SR), SR, subtype="FLOAT")
     model, feature_extractor = load_model("fbank-stats", device="cpu")
     a, b = embed_files(model, feature_extractor, [original, str(quieter)], progress=False)
     np.testing.assert_allclose(a, b, atol=1e-3)

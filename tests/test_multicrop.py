@@ -15,7 +15,6 @@ from modeling_dino_speech.data.multicrop import (
     MultiCropDataset,
     MultiCropIterableDataset,
     MultiCropper,
-    MultiCropTransform,
     build_multicrop_dataloader,
     filter_min_duration,
     streaming_source,
@@ -57,14 +56,14 @@ def test_config_validation():
         MultiCropConfig(on_error="ignore")
     with pytest.raises(ValueError, match="unknown key.*'n_crops'"):
         from_dict(MultiCropConfig, {"n_crops": 3})
-    assert MultiCropConfig(global_seconds=4.0).global_samples == 64000
+    assert MultiCropConfig(global_seconds=4.0).global_samples(16000) == 64000
 
 
 def test_crops_are_independent_random_segments(tmp_path):
     path = tmp_path / "ramp.wav"
     ramp = _ramp(10 * SR)
     sf.write(path, ramp, SR, subtype="FLOAT")
-    item = MultiCropper(MultiCropConfig(**CFG))(str(path), index=3, seed=0, epoch=0)
+    item = MultiCropper(MultiCropConfig(**CFG), sampling_rate=SR)(str(path), index=3, seed=0, epoch=0)
     assert item["global_crops"].shape == (2, 8000) and item["local_crops"].shape == (3, 4000)
     offsets = []
     for crop in list(item["global_crops"]) + list(item["local_crops"]):
@@ -90,7 +89,7 @@ def test_only_the_crops_are_read_from_long_files(tmp_path, monkeypatch):
         return real(path, plan, *args, **kwargs)
 
     monkeypatch.setattr(mc, "load_segments", spy)
-    cropper = MultiCropper(MultiCropConfig(**CFG))
+    cropper = MultiCropper(MultiCropConfig(**CFG), sampling_rate=SR)
     cropper(str(long_path), 0)
     assert len(requested[0]) == 5 and all(start is not None and frames <= 8001 for start, frames in requested[0])
     cropper(str(short_path), 0)  # the crops cover the whole file: one read
@@ -101,7 +100,7 @@ def test_other_sampling_rates_give_exact_lengths(tmp_path):
     for sr in (8000, 44100):
         path = tmp_path / f"x{sr}.wav"
         sf.write(path, np.random.default_rng(0).standard_normal(5 * sr).astype(np.float32) * 0.1, sr)
-        item = MultiCropper(MultiCropConfig(**CFG))(str(path), 1)
+        item = MultiCropper(MultiCropConfig(**CFG), sampling_rate=SR)(str(path), 1)
         assert item["global_crops"].shape == (2, 8000) and item["local_crops"].shape == (3, 4000)
 
 
@@ -109,7 +108,7 @@ def test_short_utterances_padded_by_repetition_and_counted(tmp_path):
     path = tmp_path / "short.wav"
     ramp = _ramp(3000)
     sf.write(path, ramp, SR, subtype="FLOAT")
-    item = MultiCropper(MultiCropConfig(**CFG))(str(path), 0)
+    item = MultiCropper(MultiCropConfig(**CFG), sampling_rate=SR)(str(path), 0)
     assert item["short"]
     crop = item["global_crops"][0]
     start = int(round((crop[0] + 0.4) * 2**20))
@@ -117,10 +116,12 @@ def test_short_utterances_padded_by_repetition_and_counted(tmp_path):
 
 
 def test_item_depends_only_on_seed_epoch_index(corpus):
-    aug = Augmenter(AugmentConfig(), babble_pool=corpus)
-    cropper = MultiCropper(MultiCropConfig(**CFG), aug)
+    aug = Augmenter(AugmentConfig(), babble_pool=corpus, sampling_rate=SR)
+    cropper = MultiCropper(MultiCropConfig(**CFG), aug, sampling_rate=SR)
     forward = [cropper(p, i, seed=7, epoch=2) for i, p in enumerate(corpus)]
-    fresh = MultiCropper(MultiCropConfig(**CFG), Augmenter(AugmentConfig(), babble_pool=corpus))
+    fresh = MultiCropper(
+        MultiCropConfig(**CFG), Augmenter(AugmentConfig(), babble_pool=corpus, sampling_rate=SR), sampling_rate=SR
+    )
     backward = [fresh(corpus[i], i, seed=7, epoch=2) for i in reversed(range(len(corpus)))][::-1]
     for a, b in zip(forward, backward):
         assert np.array_equal(a["global_crops"], b["global_crops"])
@@ -149,17 +150,17 @@ def test_loader_identical_across_worker_counts(corpus, fe):
     assert sum(b["num_short"] for b in zero) == 1
 
 
-def test_resume_from_batch_gives_the_rest_of_the_epoch(corpus):
+def test_resume_from_batch_gives_the_rest_of_the_epoch(corpus, fe):
     kwargs = dict(
-        crop_cfg=MultiCropConfig(**CFG), aug_cfg=AugmentConfig(), feature_extractor=None, batch_size=3, seed=3, epoch=4
+        crop_cfg=MultiCropConfig(**CFG), aug_cfg=AugmentConfig(), feature_extractor=fe, batch_size=3, seed=3, epoch=4
     )
     full = _collect(build_multicrop_dataloader(corpus, **kwargs))
     resumed = _collect(build_multicrop_dataloader(corpus, start_batch=2, **kwargs))
     assert len(full) == 4 and len(resumed) == 2
     for a, b in zip(full[2:], resumed):
         assert torch.equal(a["index"], b["index"])
-        assert torch.equal(a["global_waveforms"], b["global_waveforms"])
-    assert full[0]["global_waveforms"].shape == (2, 3, 8000)
+        assert torch.equal(a["global_features"], b["global_features"])
+    assert full[0]["global_features"].shape == (2, 3, 48, 80)
 
 
 def test_sampler_shards_and_reshuffles():
@@ -211,7 +212,7 @@ def test_bad_files_skipped_logged_once_and_counted(corpus, tmp_path, caplog, fe)
     assert any("nan.wav" in m and "NaN" in m for m in messages)
     assert any("silent.wav" in m and "silent" in m for m in messages)
     with pytest.raises(AudioError, match="broken.wav"):
-        MultiCropper(MultiCropConfig(on_error="fail", **CFG))(str(broken), 0)
+        MultiCropper(MultiCropConfig(on_error="fail", **CFG), sampling_rate=SR)(str(broken), 0)
 
 
 def test_batch_of_only_bad_items_keeps_shapes(fe):
@@ -232,7 +233,7 @@ def test_batch_of_only_bad_items_keeps_shapes(fe):
 
 def test_collate_with_real_feature_extractor(corpus, fe):
     cfg = MultiCropConfig(**CFG)
-    items = [MultiCropper(cfg)(p, i) for i, p in enumerate(corpus[:3])]
+    items = [MultiCropper(cfg, sampling_rate=SR)(p, i) for i, p in enumerate(corpus[:3])]
     batch = MultiCropCollator(cfg, fe)(items)
     assert batch["global_features"].shape == (2, 3, 48, 80) and batch["global_features"].dtype == torch.float32
     assert batch["local_features"].shape == (3, 3, 23, 80)
@@ -241,56 +242,40 @@ def test_collate_with_real_feature_extractor(corpus, fe):
     assert batch["index"].tolist() == [0, 1, 2] and batch["num_short"] == 0
 
 
-def test_with_transform_path_matches_map_style(corpus):
-    datasets = pytest.importorskip("datasets")
-    ds = datasets.Dataset.from_dict({"path": corpus})
-    ds = ds.add_column("index", list(range(len(ds))))
-    cropper = MultiCropper(MultiCropConfig(**CFG))
-    view = ds.with_transform(MultiCropTransform(cropper, seed=5, epoch=1))
-    row = view[4]
-    reference = MultiCropDataset(corpus, cropper, seed=5, epoch=1)[4]
-    assert np.array_equal(np.asarray(row["global_crops"]), reference["global_crops"])
-    loader = torch.utils.data.DataLoader(view, batch_size=4, collate_fn=MultiCropCollator(cropper.config))
-    batches = list(loader)
-    assert [len(b["index"]) for b in batches] == [4, 4, 4]
-    with pytest.raises(ValueError, match="'index'"):
-        datasets.Dataset.from_dict({"path": corpus}).with_transform(MultiCropTransform(cropper))[0]
-
-
-def test_streaming_split_across_processes_and_workers(corpus):
+def test_streaming_split_across_processes_and_workers(corpus, fe):
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset.from_dict({"path": corpus})
     cfg = MultiCropConfig(**CFG)
-    reference = MultiCropDataset(corpus, MultiCropper(cfg), seed=2, epoch=0)
+    reference = MultiCropDataset(corpus, MultiCropper(cfg, sampling_rate=SR), seed=2, epoch=0)
+    collate = MultiCropCollator(cfg, fe)
     seen = []
     for rank in range(2):
         source = streaming_source(ds, num_shards=4, num_replicas=2, rank=rank, seed=2)
-        loader = build_multicrop_dataloader(
-            source, cfg, None, None, batch_size=2, num_workers=2, seed=2, drop_last=False
-        )
+        loader = build_multicrop_dataloader(source, cfg, None, fe, batch_size=2, num_workers=2, seed=2, drop_last=False)
         for batch in loader:
             for j, index in enumerate(batch["index"].tolist()):
                 seen.append(index)
-                assert np.array_equal(batch["global_waveforms"][:, j].numpy(), reference[index]["global_crops"])
+                alone = collate([reference[index]])["global_features"][:, 0]
+                torch.testing.assert_close(batch["global_features"][:, j], alone, atol=1e-5, rtol=1e-5)
     assert sorted(seen) == list(range(len(corpus)))
     with pytest.raises(ValueError, match="start_batch"):
-        build_multicrop_dataloader(streaming_source(ds), cfg, start_batch=1)
+        build_multicrop_dataloader(streaming_source(ds), cfg, None, fe, start_batch=1)
 
 
 def test_iterable_dataset_uses_index_column(corpus):
     rows = [{"path": p, "index": 100 + i} for i, p in enumerate(corpus[:3])]
-    items = list(MultiCropIterableDataset(rows, MultiCropper(MultiCropConfig(**CFG)), seed=1))
+    items = list(MultiCropIterableDataset(rows, MultiCropper(MultiCropConfig(**CFG), sampling_rate=SR), seed=1))
     assert [it["index"] for it in items] == [100, 101, 102]
 
 
-def test_min_duration_filter(corpus):
+def test_min_duration_filter(corpus, fe):
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset.from_dict({"path": corpus, "duration": [1.0] * 5 + [0.3] + [1.5] * 6})
     assert len(filter_min_duration(ds, 0.5)) == 11
     assert filter_min_duration(ds, 0.0) is ds
     with pytest.raises(ValueError, match="min_duration"):
         filter_min_duration(ds, 9.0)
-    loader = build_multicrop_dataloader(ds, MultiCropConfig(min_duration=1.2, **CFG), batch_size=2)
+    loader = build_multicrop_dataloader(ds, MultiCropConfig(min_duration=1.2, **CFG), None, fe, batch_size=2)
     assert len(loader) == 3
 
 
@@ -317,7 +302,7 @@ def test_vad_in_cropper(tmp_path):
     sf.write(path, np.concatenate([tone, np.zeros(3 * SR, np.float32), tone]), SR)
 
     def crop_peaks(vad):
-        cropper = MultiCropper(MultiCropConfig(vad=vad, drop_silent=False, **CFG))
+        cropper = MultiCropper(MultiCropConfig(vad=vad, drop_silent=False, **CFG), sampling_rate=SR)
         items = [cropper(str(path), i) for i in range(6)]
         return np.concatenate(
             [
@@ -339,3 +324,21 @@ def test_global_only_views(corpus, fe):
     batch = next(iter(build_multicrop_dataloader(corpus, cfg, AugmentConfig(), fe, batch_size=4, seed=1)))
     assert batch["global_features"].shape == (1, 4, 48, 80)
     assert batch["local_features"].shape[:2] == (0, 4)
+
+
+def test_everything_at_the_feature_extractor_rate(corpus):
+    """A telephone-band model (8 kHz) gets crops, augmentation and features at 8 kHz from 16 kHz files."""
+    from modeling_dino_speech import DinoSpeechFeatureExtractor
+
+    fe8 = DinoSpeechFeatureExtractor(sampling_rate=8000, high_freq=3800)
+    cfg = MultiCropConfig(**CFG)
+    loader = build_multicrop_dataloader(corpus, cfg, AugmentConfig(), fe8, batch_size=4, seed=1)
+    assert loader.dataset.cropper.sampling_rate == 8000 and loader.dataset.cropper.augmenter.sampling_rate == 8000
+    item = loader.dataset[0]
+    assert item["global_crops"].shape == (2, 4000) and item["local_crops"].shape == (3, 2000)
+    batch = next(iter(loader))
+    assert batch["global_features"].shape == (2, 4, fe8.num_frames(4000), 80)
+    with pytest.raises(ValueError, match="augmenter works at 16000 Hz but the crops are cut at 8000 Hz"):
+        MultiCropper(cfg, Augmenter(AugmentConfig(), sampling_rate=16000), sampling_rate=8000)
+    with pytest.raises(ValueError, match="8000 Hz gives 4000"):
+        MultiCropCollator(cfg, fe8)([MultiCropper(cfg, sampling_rate=SR)(corpus[0], 0)])

@@ -1,28 +1,30 @@
-"""End to end: `train.py pseudo-label` runs rounds of embed -> cluster -> AAM-softmax training."""
+"""End to end: `train.py pseudo-label` runs rounds of embed -> cluster -> AAM-softmax training, stops cleanly on
+Ctrl-C and resumes by round; its recipe takes the `data` section of a DINO recipe."""
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import pytest
 import torch
 from helpers import make_corpus, write_trials
 
+from modeling_dino_speech.training.config import from_dict, load_config
+from modeling_dino_speech.training.pseudo_label import PseudoLabelConfig
+
 ROOT = Path(__file__).resolve().parents[1]
+RECIPE = ROOT / "configs" / "pseudo_label_demo.yaml"
 
 
-@pytest.mark.slow
-def test_two_rounds_from_a_dino_export(tmp_path):
-    from transformers import AutoModel, AutoModelForAudioXVector
-
-    import modeling_dino_speech  # noqa: F401
+def tiny_dino_export(folder: Path) -> Path:
+    """A randomly initialised model saved the way a DINO run exports its teacher."""
     from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechModel
 
-    manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=8, seconds=(1.2, 2.0))
-    trials = write_trials(tmp_path / "corpus", manifest, tmp_path / "corpus" / "trials.txt")
-    init = tmp_path / "dino_final"
     torch.manual_seed(0)
     config = DinoSpeechConfig(
         backbone="ecapa_tdnn",
@@ -33,23 +35,25 @@ def test_two_rounds_from_a_dino_export(tmp_path):
         attention_channels=16,
         embedding_size=32,
     )
-    DinoSpeechModel(config).save_pretrained(init)
-    DinoSpeechFeatureExtractor.from_model_config(config).save_pretrained(init)
-    out = tmp_path / "pl"
-    args = [
+    DinoSpeechModel(config).save_pretrained(folder)
+    DinoSpeechFeatureExtractor.from_model_config(config).save_pretrained(folder)
+    return folder
+
+
+def pseudo_label_command(manifest: Path, init: Path, out: Path, *extra: str) -> list:
+    return [
         sys.executable,
         str(ROOT / "train.py"),
         "pseudo-label",
         "--config",
-        str(ROOT / "configs" / "pseudo_label_demo.yaml"),
+        str(RECIPE),
         "--init",
         str(init),
         "--output_dir",
         str(out),
-        f"train={manifest}",
-        "rounds=2",
-        "augment.musan_root=null",
-        "num_workers=0",
+        f"data.train={manifest}",
+        "data.augment.musan_root=null",
+        "data.num_workers=0",
         "clustering.n_clusters=4",
         "clustering.min_cluster_size=2",
         "clustering.max_cluster_size=20",
@@ -61,12 +65,28 @@ def test_two_rounds_from_a_dino_export(tmp_path):
         "supervised.margin_warmup_steps=4",
         "supervised.crop_seconds=1.0",
         "log_every=2",
-        f"eval.trials={trials}",
-        f"eval.audio_root={tmp_path / 'corpus'}",
         "mixed_precision=no",
+        *extra,
     ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=900)
+
+
+ENV = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+
+
+@pytest.mark.slow
+def test_two_rounds_from_a_dino_export(tmp_path):
+    from transformers import AutoModel, AutoModelForAudioXVector
+
+    import modeling_dino_speech  # noqa: F401
+
+    manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=8, seconds=(1.2, 2.0))
+    trials = write_trials(tmp_path / "corpus", manifest, tmp_path / "corpus" / "trials.txt")
+    init = tiny_dino_export(tmp_path / "dino_final")
+    out = tmp_path / "pl"
+    args = pseudo_label_command(
+        manifest, init, out, "rounds=2", f"eval.trials={trials}", f"eval.audio_root={tmp_path / 'corpus'}"
+    )
+    result = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-4000:]
     for r in (1, 2):
         round_dir = out / f"round_{r}"
@@ -85,3 +105,72 @@ def test_two_rounds_from_a_dino_export(tmp_path):
         torch.testing.assert_close(base.embedding.weight, xvector.dino_speech.embedding.weight)
     # the second round starts from the first round's model
     assert "round_1/final" in (out / "round_2" / "final" / "README.md").read_text()
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_after_a_step_and_resume_does_the_round_again(tmp_path):
+    manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=8, seconds=(1.2, 2.0))
+    init = tiny_dino_export(tmp_path / "dino_final")
+    out = tmp_path / "pl"
+    once = ("rounds=1", "eval.trials=null")
+    endless = pseudo_label_command(manifest, init, out, *once, "supervised.steps=100000", "log_every=1")
+    proc = subprocess.Popen(endless, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    chunks = []
+    reader = threading.Thread(target=lambda: chunks.extend(iter(lambda: proc.stdout.read1(4096), b"")), daemon=True)
+    reader.start()
+    # the progress bar shows the accuracy once the AAM-softmax training has taken a step
+    deadline = time.time() + 600
+    while time.time() < deadline and b"acc=" not in b"".join(chunks) and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGINT)
+    proc.wait(timeout=300)
+    reader.join(timeout=60)
+    output = b"".join(chunks).decode(errors="replace")
+    assert proc.returncode == 130, output[-4000:]
+    assert "SIGINT: stopping after the step in progress" in output
+    assert "interrupted at step" in output and "AAM-softmax training" in output
+    assert "interrupted: run the same command with --resume to continue from the last finished round" in output
+    assert "Traceback" not in output
+    round_dir = out / "round_1"
+    assert not (round_dir / "final").exists() and not (round_dir / "report.json").exists()
+    assert not [p.name for p in round_dir.iterdir() if p.name.startswith(".")], "temporary files left behind"
+
+    resumed = subprocess.run(
+        pseudo_label_command(manifest, init, out, *once, "--resume"),
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "reusing" not in resumed.stdout  # the interrupted round is done again, not taken as finished
+    assert json.loads((round_dir / "report.json").read_text())["clusters"] == 4
+    assert (round_dir / "final" / "config.json").exists()
+
+
+def test_recipe_takes_the_dino_data_section():
+    cfg = load_config(PseudoLabelConfig, RECIPE, ["data.train=pool.csv", "data.augment.musan_root=null"])
+    assert cfg.data.train == "pool.csv" and cfg.data.corpus == "manifest" and cfg.data.augment.musan_root is None
+    # a bare leaf still names its setting when unambiguous
+    assert load_config(PseudoLabelConfig, RECIPE, ["num_workers=3"]).data.num_workers == 3
+    with pytest.raises(ValueError, match="'augment.musan_root': no such setting"):
+        load_config(PseudoLabelConfig, None, ["augment.musan_root=/data/musan"])
+    with pytest.raises(ValueError, match="unknown key.*'train'"):
+        from_dict(PseudoLabelConfig, {"train": "pool.csv"})
+    # the crops' file policies are used (on the AAM-softmax crops and the pool)
+    cfg = load_config(PseudoLabelConfig, RECIPE, ["data.crops.on_error=fail", "data.crops.min_duration=1.0"])
+    assert cfg.data.crops.on_error == "fail" and cfg.data.crops.min_duration == 1.0
+
+
+@pytest.mark.parametrize(
+    "setting, hint",
+    [
+        ("data.batch_size=64", "supervised.batch_size"),
+        ("data.streaming=true", "map-style"),
+        ("data.crops.global_seconds=2.0", "supervised.crop_seconds"),
+        ("data.crops.n_local=2", "no local crops"),
+    ],
+)
+def test_recipe_refuses_data_settings_it_would_ignore(setting, hint):
+    with pytest.raises(ValueError, match=f"does not use data.{setting.split('=')[0][5:]}=.*{hint}"):
+        load_config(PseudoLabelConfig, RECIPE, [setting])

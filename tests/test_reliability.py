@@ -28,7 +28,8 @@ from modeling_dino_speech import (
     DinoSpeechModel,
 )
 from modeling_dino_speech.training import checkpoint as ckpt
-from modeling_dino_speech.training.export import write_atomically
+from modeling_dino_speech.utils import atomic
+from modeling_dino_speech.utils.atomic import write_folder_atomically
 
 ROOT = Path(__file__).resolve().parents[1]
 SR = 16000
@@ -82,7 +83,8 @@ def _save(accelerator, out, step, model, keep=2):
 
 
 def _os_with(**overrides):
-    """The os module as checkpoint.py sees it, with some functions replaced."""
+    """The os module as utils/atomic.py (which renames checkpoints into place) sees it, with some functions
+    replaced."""
     namespace = {name: getattr(os, name) for name in dir(os) if not name.startswith("__")}
     return types.SimpleNamespace(**{**namespace, **overrides})
 
@@ -102,7 +104,7 @@ def test_crash_mid_save_leaves_previous_checkpoint_usable(accelerator, trainable
     if crash_in == "extra tensors":  # accelerate has written model, optimiser and RNG states by then
         monkeypatch.setattr(ckpt, "save_file", partial_save_file)
     else:
-        monkeypatch.setattr(ckpt, "os", _os_with(replace=lambda *a, **k: (_ for _ in ()).throw(OSError("EIO"))))
+        monkeypatch.setattr(atomic, "os", _os_with(replace=lambda *a, **k: (_ for _ in ()).throw(OSError("EIO"))))
     with pytest.raises(OSError):
         _save(accelerator, tmp_path, 2, model, keep=1)
     monkeypatch.undo()
@@ -271,14 +273,14 @@ def test_failed_export_leaves_the_previous_export_intact(tmp_path):
     def fill_v1(folder: Path) -> None:
         (folder / "model.safetensors").write_text("v1")
 
-    write_atomically(target, fill_v1)
+    write_folder_atomically(target, fill_v1)
 
     def fill_crashing(folder: Path) -> None:
         (folder / "model.safetensors").write_text("v2, half")
         raise RuntimeError("killed while writing")
 
     with pytest.raises(RuntimeError, match="killed"):
-        write_atomically(target, fill_crashing)
+        write_folder_atomically(target, fill_crashing)
     assert sorted(p.name for p in target.iterdir()) == ["model.safetensors"]
     assert (target / "model.safetensors").read_text() == "v1"
 
@@ -286,9 +288,21 @@ def test_failed_export_leaves_the_previous_export_intact(tmp_path):
         (folder / "model.safetensors").write_text("v3")
         (folder / "config.json").write_text("{}")
 
-    write_atomically(target, fill_v3)
+    write_folder_atomically(target, fill_v3)
     assert (target / "model.safetensors").read_text() == "v3"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["final"]  # no .tmp-/.old- leftovers
+
+
+def test_file_written_atomically_or_not_at_all(tmp_path):
+    target = tmp_path / "sub" / "report.json"
+    atomic.write_text_atomic(target, "v1")
+    with pytest.raises(RuntimeError, match="killed"), atomic.atomic_path(target) as tmp:
+        tmp.write_text("v2, half")
+        raise RuntimeError("killed while writing")
+    assert target.read_text() == "v1"
+    atomic.write_bytes_atomic(target, b"v3")
+    assert target.read_bytes() == b"v3"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["report.json"]  # no temporary left behind
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -421,8 +435,6 @@ def test_fast_inference_paths_match_the_plain_computation(kind):
 
 
 def test_export_recovers_from_a_crash_between_its_two_renames(tmp_path):
-    from modeling_dino_speech.training.export import write_atomically
-
     target = tmp_path / "final"
     (tmp_path / ".old-final").mkdir()
     (tmp_path / ".old-final" / "model.safetensors").write_bytes(b"previous")
@@ -431,5 +443,5 @@ def test_export_recovers_from_a_crash_between_its_two_renames(tmp_path):
         raise RuntimeError("disk full")
 
     with pytest.raises(RuntimeError):
-        write_atomically(target, fail)
+        write_folder_atomically(target, fail)
     assert (target / "model.safetensors").read_bytes() == b"previous"

@@ -306,3 +306,29 @@ def test_sigterm_saves_a_checkpoint_to_resume_from(corpus, tmp_path):
     assert 3 <= step < 200
     assert (out / "checkpoints" / f"checkpoint_{step:08d}").is_dir()
     assert not (out / "final").exists()
+
+
+@pytest.mark.slow
+def test_telephone_band_model_trains_and_embeds_at_8khz(corpus, tmp_path):
+    """`model.sampling_rate` is the one rate: the 16 kHz corpus is read, cropped, augmented and embedded at 8 kHz."""
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    import modeling_dino_speech  # noqa: F401
+    from modeling_dino_speech.data.audio import load_audio
+    from modeling_dino_speech.inference import embed_files
+
+    out = tmp_path / "telephone"
+    result = run_train(common(corpus, out, 2, ["model.sampling_rate=8000", "model.high_freq=3800", "save_every=0"]))
+    assert result.returncode == 0, result.stderr[-4000:]
+    final = out / "final"
+    fe = AutoFeatureExtractor.from_pretrained(final)
+    model = AutoModel.from_pretrained(final).eval()
+    assert fe.sampling_rate == 8000 and model.config.sampling_rate == 8000 and fe.high_freq == 3800
+    lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [l["step"] for l in lines if "loss" in l] == [1, 2]
+    paths = [str(corpus.parent / line.split(",")[0]) for line in corpus.read_text().splitlines()[1:4]]
+    embeddings = embed_files(model, fe, paths, progress=False)
+    assert embeddings.shape == (3, 32)
+    with torch.no_grad():
+        direct = model(**fe(load_audio(paths[0], 8000), sampling_rate=8000, return_tensors="pt")).embeddings[0]
+    torch.testing.assert_close(torch.from_numpy(embeddings[0]), direct, atol=1e-4, rtol=1e-4)

@@ -5,11 +5,9 @@ Only the light modules are imported here; ``corpora``, ``augment`` and ``multicr
 """
 
 from .audio import (
-    SAMPLING_RATE,
     AudioError,
     AudioInfo,
     audio_info,
-    clipping_ratio,
     is_silent,
     load_audio,
     load_segments,
@@ -18,12 +16,10 @@ from .audio import (
 from .trials import Trial, read_trials, trial_files, write_trials
 
 __all__ = [
-    "SAMPLING_RATE",
     "AudioError",
     "AudioInfo",
     "Trial",
     "audio_info",
-    "clipping_ratio",
     "is_silent",
     "load_audio",
     "load_segments",

@@ -1,9 +1,9 @@
 """The one way to read audio in dino-speech.
 
 Every audio file the package touches goes through :func:`load_audio` (samples) or :func:`audio_info`
-(header only). Both return float32 mono data at a known rate and raise :class:`AudioError`, whose message
-names the file and the problem, for anything that would otherwise surface later as a shape error or a NaN
-loss.
+(header only). Both return float32 mono data and raise :class:`AudioError`, whose message names the file and
+the problem, for anything that would otherwise surface later as a shape error or a NaN loss. The caller names
+the rate it wants: the model's, which its feature extractor carries (``feature_extractor.sampling_rate``).
 
 Policy for damaged or unusual input:
 
@@ -15,7 +15,7 @@ zero-length               ``AudioError``
 NaN / Inf samples         ``AudioError``
 all-silence               allowed; :func:`is_silent` flags it (callers such as the multi-crop
                           pipeline decide whether to drop it; SNR mixing skips silent speech)
-clipped                   allowed (it is real-world data); :func:`clipping_ratio` measures it
+clipped                   allowed (it is real-world data)
 multi-channel             averaged to mono
 other sampling rates      resampled with libsoxr (:func:`modeling_dino_speech.resampling.resample`)
 ========================  =========================================================================
@@ -34,19 +34,14 @@ import torch
 from ..resampling import resample
 
 __all__ = [
-    "SAMPLING_RATE",
     "AudioError",
     "AudioInfo",
     "audio_info",
-    "clipping_ratio",
     "is_silent",
     "load_audio",
     "load_segments",
     "resample",
 ]
-
-#: The package-wide sampling rate: everything inside dino-speech is 16 kHz mono float32.
-SAMPLING_RATE = 16000
 
 # libsndfile reports in its log "data : <declared> (should be <actual>)" when a WAV data chunk is shorter
 # than its header says. 0 and 0xFFFFFFFF are the placeholders written by streaming encoders, not damage.
@@ -141,7 +136,7 @@ def audio_info(path: str | os.PathLike) -> AudioInfo:
 
 def load_audio(
     path: str | os.PathLike,
-    sampling_rate: int | None = SAMPLING_RATE,
+    sampling_rate: int | None,
     start: int | None = None,
     frames: int | None = None,
     channel: int | None = None,
@@ -174,7 +169,7 @@ Segments = Sequence[tuple[Optional[int], Optional[int]]]
 def load_segments(
     path: str | os.PathLike,
     segments: Segments | Callable[[int, int], Segments],
-    sampling_rate: int | None = SAMPLING_RATE,
+    sampling_rate: int | None,
     channel: int | None = None,
 ) -> list[np.ndarray]:
     """Read several ``(start, frames)`` segments (native-rate frames) of one file, opening it once.
@@ -247,9 +242,3 @@ def is_silent(waveform: np.ndarray | torch.Tensor, threshold_db: float = -60.0) 
         return True
     rms = float(np.sqrt(np.mean(np.square(x, dtype=np.float64))))
     return rms <= 10.0 ** (threshold_db / 20.0)
-
-
-def clipping_ratio(waveform: np.ndarray, level: float = 0.999) -> float:
-    """Fraction of samples whose magnitude reaches ``level`` (a diagnostic; clipped audio is allowed)."""
-    x = np.asarray(waveform)
-    return float(np.mean(np.abs(x) >= level)) if x.size else 0.0

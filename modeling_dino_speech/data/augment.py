@@ -31,7 +31,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .audio import SAMPLING_RATE, AudioError, audio_info, load_audio
+from .audio import AudioError, audio_info, load_audio
 from .channel import apply_responses, g711, random_channel_responses
 
 __all__ = [
@@ -92,7 +92,6 @@ class AugmentConfig:
     gain_db: tuple[float, float] = (0.0, 0.0)
     """Random gain per crop (dB), applied last. Without mean normalisation in the features, crops of one
     utterance otherwise share their level and the model may learn the level instead of the voice."""
-    sampling_rate: int = SAMPLING_RATE
 
     def __post_init__(self) -> None:
         for name in ("reverb_prob", "noise_prob", "channel_prob", "codec_prob"):
@@ -288,13 +287,19 @@ class Augmenter:
     Args:
         config: the settings.
         babble_pool: paths of other training utterances, used for babble when MUSAN ``speech/`` is absent.
+        sampling_rate: the crops' rate (the model's, from its feature extractor); noise, music, speech and
+            impulse-response files at other rates are resampled to it as they are read, and the generated
+            sources are made at it.
 
     The file lists are scanned once here (cheap to pickle into DataLoader workers); audio is read lazily,
     one random segment per use, so MUSAN's ~100 h never have to fit in memory.
     """
 
-    def __init__(self, config: AugmentConfig | None = None, babble_pool: Sequence[str] | None = None):
+    def __init__(
+        self, config: AugmentConfig | None = None, babble_pool: Sequence[str] | None = None, *, sampling_rate: int
+    ):
         self.config = config or AugmentConfig()
+        self.sampling_rate = int(sampling_rate)
         cfg = self.config
         self.noise_files: list[str] = []
         self.music_files: list[str] = []
@@ -357,7 +362,7 @@ class Augmenter:
         offset_draw = rng.random()  # drawn even on failure so later draws do not depend on file health
         if path in self._bad:
             return None
-        sr = self.config.sampling_rate
+        sr = self.sampling_rate
         try:
             if path not in self._info:
                 frames, native_sr, _ = audio_info(path)
@@ -383,7 +388,9 @@ class Augmenter:
             path = self.rir_files[int(rng.integers(len(self.rir_files)))]
             if path not in self._bad:
                 try:
-                    rir = load_audio(path, cfg.sampling_rate, channel=0)[: int(cfg.max_rir_seconds * cfg.sampling_rate)]
+                    rir = load_audio(path, self.sampling_rate, channel=0)[
+                        : int(cfg.max_rir_seconds * self.sampling_rate)
+                    ]
                     norm = np.sqrt(np.sum(np.square(rir, dtype=np.float64)))
                     if norm > _EPS:
                         return (rir / norm).astype(np.float32)
@@ -391,7 +398,7 @@ class Augmenter:
                 except AudioError as err:
                     self._bad.add(path)
                     logger.warning("impulse response skipped: %s", err)
-        return synthetic_rir(cfg.sampling_rate, rng, cfg.rt60, cfg.drr_db, cfg.max_rir_seconds)
+        return synthetic_rir(self.sampling_rate, rng, cfg.rt60, cfg.drr_db, cfg.max_rir_seconds)
 
     def _noise(self, category: str, length: int, rng: np.random.Generator) -> np.ndarray:
         cfg = self.config
@@ -402,7 +409,7 @@ class Augmenter:
             seg = (
                 self._segment(self.music_files, length, rng)
                 if self.music_files
-                else synthetic_music(length, cfg.sampling_rate, rng)
+                else synthetic_music(length, self.sampling_rate, rng)
             )
         elif category == "babble" and self.babble_files:
             talkers = int(rng.integers(cfg.babble_speakers[0], cfg.babble_speakers[1] + 1))
@@ -422,7 +429,7 @@ class Augmenter:
         """Augment each crop independently.
 
         Args:
-            waveforms: ``(C, N)`` (or ``(N,)``) float32 crops of equal length at ``config.sampling_rate``.
+            waveforms: ``(C, N)`` (or ``(N,)``) float32 crops of equal length at ``sampling_rate``.
             rng: the only source of randomness; the same generator state gives the same output.
 
         Returns:
@@ -455,7 +462,7 @@ class Augmenter:
                 gains = random_channel_responses(
                     rows.size,
                     length // 2 + 1,
-                    cfg.sampling_rate,
+                    self.sampling_rate,
                     rng,
                     cfg.highpass_hz,
                     cfg.lowpass_hz,
@@ -469,7 +476,7 @@ class Augmenter:
             laws = rng.integers(0, 2, size=num)
             if coded.any():
                 rows = np.flatnonzero(coded)
-                out[rows] = g711(out[rows], laws[rows], cfg.sampling_rate)
+                out[rows] = g711(out[rows], laws[rows], self.sampling_rate)
         if cfg.gain_db != (0.0, 0.0):  # drawn last, so the other draws do not depend on this setting
             out *= (10.0 ** (rng.uniform(*cfg.gain_db, size=num) / 20.0)).astype(np.float32)[:, None]
         return out[0] if single else out

@@ -25,7 +25,7 @@ import logging
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Iterable, Sequence
+from typing import Iterable, Sequence
 
 from .audio import AudioError, audio_info
 
@@ -41,7 +41,6 @@ __all__ = [
     "load_manifest",
     "load_msp_podcast",
     "load_voxceleb",
-    "save_manifest",
 ]
 
 logger = logging.getLogger(__name__)
@@ -533,38 +532,3 @@ def load_manifest(
 
 def _keep_rows(columns: dict[str, list], keep: Sequence[bool]) -> dict[str, list]:
     return {name: [v for v, kept in zip(values, keep) if kept] for name, values in columns.items()}
-
-
-def save_manifest(dataset: Any, path: str | os.PathLike, columns: Sequence[str] | None = None) -> None:
-    """Write a manifest CSV (``path`` first, then ``speaker``, ``duration``, then the rest).
-
-    Paths under the CSV's folder are written relative to it, so the corpus folder can be moved.
-    ``dataset`` is a ``datasets.Dataset`` or a dict of equal-length lists.
-    """
-    path = os.path.abspath(os.fspath(path))
-    names = (
-        list(columns)
-        if columns is not None
-        else list(dataset.column_names if hasattr(dataset, "column_names") else dataset)
-    )
-    if "path" not in names:
-        raise ValueError(f"{path}: a manifest needs a 'path' column, got {names}")
-    order = (
-        ["path"]
-        + [c for c in ("speaker", "duration") if c in names]
-        + [c for c in names if c not in ("path", "speaker", "duration")]
-    )
-    data = {c: list(dataset[c]) for c in order}
-    base = os.path.dirname(path)
-    rel = []
-    for p in data["path"]:
-        absolute = os.path.abspath(p)
-        inside = os.path.commonpath([absolute, base]) == base
-        rel.append(os.path.relpath(absolute, base) if inside else absolute)
-    data["path"] = rel
-    os.makedirs(base, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(order)
-        for row in zip(*(data[c] for c in order)):
-            writer.writerow([f"{v:.3f}" if isinstance(v, float) else v for v in row])

@@ -2,7 +2,9 @@
 
 For every utterance, ``n_global`` crops of ``global_seconds`` and ``n_local`` crops of ``local_seconds``
 are cut at independent random offsets (reading only those samples from disk when no VAD is used),
-augmented per crop, and turned into fbank features in the collate step, batched.
+augmented per crop, and turned into fbank features in the collate step, batched. Everything runs at the rate
+of the model's feature extractor (``feature_extractor.sampling_rate``): files at other rates are resampled as
+they are read.
 
 Determinism, which exact training resume relies on: the crops and augmentation of item ``i`` in epoch ``e``
 are a pure function of ``(seed, e, i)`` -- a ``np.random.Generator`` seeded from exactly that triple --
@@ -10,13 +12,9 @@ never of the worker count, the worker that happens to load the item, or the orde
 is a seeded per-epoch permutation (:class:`MultiCropBatchSampler`), which can start at any batch and is
 sharded over ``num_replicas`` processes.
 
-Three ways in:
-
-* :func:`build_multicrop_dataloader` -- the one the training loop uses (map-style with the sampler above, or
-  streaming when given a ``datasets.IterableDataset``);
-* :class:`MultiCropTransform` for ``datasets.Dataset.with_transform`` (fresh crops on each access);
-* :class:`MultiCropIterableDataset` over ``ds.to_iterable_dataset(num_shards)`` + ``split_dataset_by_node``
-  (see :func:`streaming_source`) for corpora that should be streamed shard by shard.
+The way in is :func:`build_multicrop_dataloader`: map-style with the sampler above, or streaming when given a
+``datasets.IterableDataset`` (:class:`MultiCropIterableDataset` over ``ds.to_iterable_dataset(num_shards)`` +
+``split_dataset_by_node``, see :func:`streaming_source`) for corpora that should be streamed shard by shard.
 
 Damaged files never crash an epoch with ``on_error="skip"``: the item is dropped from its batch, the path and
 the problem are logged once, and the batch reports how many were dropped (``num_skipped``).
@@ -33,7 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
-from .audio import SAMPLING_RATE, AudioError, is_silent, load_audio, load_segments
+from .audio import AudioError, is_silent, load_audio, load_segments
 from .augment import AugmentConfig, Augmenter
 from .vad import EnergyVADConfig, apply_energy_vad
 
@@ -41,10 +39,8 @@ __all__ = [
     "MultiCropBatchSampler",
     "MultiCropCollator",
     "MultiCropConfig",
-    "MultiCropDataLoader",
     "MultiCropDataset",
     "MultiCropIterableDataset",
-    "MultiCropTransform",
     "MultiCropper",
     "build_multicrop_dataloader",
     "filter_min_duration",
@@ -77,7 +73,6 @@ class MultiCropConfig:
     """Drop items whose crops are all digital silence / below -60 dBFS (counted in ``num_skipped``)."""
     on_error: str = "skip"
     """``"skip"``: drop an unreadable item, log it once, count it; ``"fail"``: raise its AudioError."""
-    sampling_rate: int = SAMPLING_RATE
 
     def __post_init__(self) -> None:
         if self.n_global < 1 or self.n_local < 0:
@@ -89,13 +84,11 @@ class MultiCropConfig:
         if self.on_error not in ("skip", "fail"):
             raise ValueError(f"MultiCropConfig.on_error must be 'skip' or 'fail', got {self.on_error!r}")
 
-    @property
-    def global_samples(self) -> int:
-        return int(round(self.global_seconds * self.sampling_rate))
+    def global_samples(self, sampling_rate: int) -> int:
+        return int(round(self.global_seconds * sampling_rate))
 
-    @property
-    def local_samples(self) -> int:
-        return int(round(self.local_seconds * self.sampling_rate))
+    def local_samples(self, sampling_rate: int) -> int:
+        return int(round(self.local_seconds * sampling_rate))
 
 
 def item_rng(seed: int, epoch: int, index: int) -> np.random.Generator:
@@ -118,23 +111,30 @@ class MultiCropper:
 
     Args:
         config: crop settings.
-        augmenter: per-crop augmentation, or None for clean crops.
+        augmenter: per-crop augmentation at the same rate, or None for clean crops.
+        sampling_rate: the rate of the crops (the model's feature extractor's).
     """
 
-    def __init__(self, config: MultiCropConfig | None = None, augmenter: Augmenter | None = None):
+    def __init__(
+        self, config: MultiCropConfig | None = None, augmenter: Augmenter | None = None, *, sampling_rate: int
+    ):
+        if augmenter is not None and augmenter.sampling_rate != sampling_rate:
+            raise ValueError(
+                f"the augmenter works at {augmenter.sampling_rate} Hz but the crops are cut at {sampling_rate} Hz"
+            )
         self.config = config or MultiCropConfig()
         self.augmenter = augmenter
+        self.sampling_rate = int(sampling_rate)
         self._vad = EnergyVADConfig(threshold_db=self.config.vad_threshold_db) if self.config.vad else None
         self._reported: set[str] = set()  # per process: each bad path is logged once
 
     def _lengths(self) -> list[int]:
-        cfg = self.config
-        return [cfg.global_samples] * cfg.n_global + [cfg.local_samples] * cfg.n_local
+        cfg, sr = self.config, self.sampling_rate
+        return [cfg.global_samples(sr)] * cfg.n_global + [cfg.local_samples(sr)] * cfg.n_local
 
     def _read(self, path: str, draws: np.ndarray) -> tuple[list[np.ndarray], bool]:
         """Crops in ``_lengths()`` order, and whether the utterance was shorter than the longest crop."""
-        cfg = self.config
-        sr = cfg.sampling_rate
+        sr = self.sampling_rate
         lengths = self._lengths()
         if self._vad is not None:
             wav = apply_energy_vad(load_audio(path, sr), sr, self._vad)
@@ -179,7 +179,11 @@ class MultiCropper:
         if cfg.drop_silent and all(is_silent(c) for c in crops):
             return self._skip(index, path, "silent (every crop below -60 dBFS)")
         views = np.stack(crops[: cfg.n_global])
-        local = np.stack(crops[cfg.n_global :]) if cfg.n_local else np.zeros((0, cfg.local_samples), np.float32)
+        local = (
+            np.stack(crops[cfg.n_global :])
+            if cfg.n_local
+            else np.zeros((0, cfg.local_samples(self.sampling_rate)), np.float32)
+        )
         if self.augmenter is not None:
             views = self.augmenter.augment(views, rng)
             if cfg.n_local:
@@ -237,7 +241,7 @@ class MultiCropDataset(Dataset):
     Args:
         source: a ``datasets.Dataset`` with a ``path`` column, or a sequence of paths.
         cropper: the :class:`MultiCropper`.
-        seed, epoch: see :func:`item_rng`; call :meth:`set_epoch` between epochs.
+        seed, epoch: see :func:`item_rng`.
     """
 
     def __init__(self, source: Any, cropper: MultiCropper, seed: int = 0, epoch: int = 0):
@@ -246,40 +250,11 @@ class MultiCropDataset(Dataset):
         self.seed = int(seed)
         self.epoch = int(epoch)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = int(epoch)
-
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         return self.cropper(self.paths[index], int(index), self.seed, self.epoch)
-
-
-class MultiCropTransform:
-    """A ``datasets.Dataset.with_transform`` callable: each access returns fresh crops of the rows.
-
-    The dataset needs ``path`` and ``index`` columns (``ds.add_column("index", range(len(ds)))``); the
-    index, not the access order, seeds the crops. Set ``.epoch`` before each epoch (DataLoader workers get
-    a fresh copy of the transform when an epoch's iteration starts).
-
-    Output columns per row: ``index``, ``skipped``, ``short``, ``error``, ``global_crops``, ``local_crops``
-    (the :class:`MultiCropper` item); batch the rows with :class:`MultiCropCollator`.
-    """
-
-    def __init__(self, cropper: MultiCropper, seed: int = 0, epoch: int = 0):
-        self.cropper = cropper
-        self.seed = int(seed)
-        self.epoch = int(epoch)
-
-    def __call__(self, batch: dict[str, list]) -> dict[str, list]:
-        if "index" not in batch or "path" not in batch:
-            raise ValueError(
-                f"MultiCropTransform needs 'path' and 'index' columns, got {sorted(batch)}; "
-                "add the index with ds.add_column('index', range(len(ds)))"
-            )
-        items = [self.cropper(p, i, self.seed, self.epoch) for p, i in zip(batch["path"], batch["index"])]
-        return {key: [item[key] for item in items] for key in items[0]} if items else {}
 
 
 class MultiCropIterableDataset(IterableDataset):
@@ -402,40 +377,41 @@ class MultiCropCollator:
 
     Args:
         config: the crop settings (to shape empty batches).
-        feature_extractor: anything with ``compute_features(waveforms (B, N), lengths) -> (features, mask)``
-            (the package's ``DinoSpeechFeatureExtractor``), or None to return waveforms for on-device features.
+        feature_extractor: anything with ``sampling_rate``, ``feature_size``, ``num_frames(samples)`` and
+            ``compute_features(waveforms (B, N), lengths) -> (features, mask)`` (the package's
+            ``DinoSpeechFeatureExtractor``); the crops must have been cut at its rate.
 
     Returns (from ``__call__``), with ``B`` the items that were not skipped:
-        ``global_features`` ``(n_global, B, T_g, F)`` and ``local_features`` ``(n_local, B, T_l, F)`` float32
-        (or ``global_waveforms`` ``(n_global, B, N_g)`` / ``local_waveforms`` without a feature extractor),
+        ``global_features`` ``(n_global, B, T_g, F)`` and ``local_features`` ``(n_local, B, T_l, F)`` float32,
         ``index`` ``(B,)`` int64, ``num_short`` and ``num_skipped`` (int), ``errors`` (list of str).
     """
 
-    def __init__(self, config: MultiCropConfig, feature_extractor: Any | None = None):
+    def __init__(self, config: MultiCropConfig, feature_extractor: Any):
         self.config = config
         self.feature_extractor = feature_extractor
 
     def _features(self, crops: list[np.ndarray], count: int, samples: int) -> torch.Tensor:
-        batch = len(crops)
-        if batch:
-            waves = torch.from_numpy(np.stack(crops)).transpose(0, 1).reshape(count * batch, samples)
-        else:
-            waves = torch.zeros(0, samples)
-        if self.feature_extractor is None:
-            return waves.reshape(count, batch, samples)
+        fe, batch = self.feature_extractor, len(crops)
         if count * batch == 0:
-            frames = int(self.feature_extractor.num_frames(samples))
-            return torch.zeros(count, batch, frames, int(self.feature_extractor.feature_size))
-        features, _ = self.feature_extractor.compute_features(waves)
+            return torch.zeros(count, batch, int(fe.num_frames(samples)), int(fe.feature_size))
+        stacked = np.stack(crops)
+        if stacked.shape[-1] != samples:
+            raise ValueError(
+                f"crops of {stacked.shape[-1]} samples where the feature extractor's {fe.sampling_rate} Hz gives "
+                f"{samples}: the crops were cut at another rate than the model's"
+            )
+        waves = torch.from_numpy(stacked).transpose(0, 1).reshape(count * batch, samples)
+        features, _ = fe.compute_features(waves)
         return features.reshape(count, batch, features.shape[1], features.shape[2]).float()
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
-        cfg = self.config
+        cfg, rate = self.config, self.feature_extractor.sampling_rate
         kept = [item for item in items if not item["skipped"]]
-        kind = "features" if self.feature_extractor is not None else "waveforms"
         return {
-            f"global_{kind}": self._features([i["global_crops"] for i in kept], cfg.n_global, cfg.global_samples),
-            f"local_{kind}": self._features([i["local_crops"] for i in kept], cfg.n_local, cfg.local_samples),
+            "global_features": self._features(
+                [i["global_crops"] for i in kept], cfg.n_global, cfg.global_samples(rate)
+            ),
+            "local_features": self._features([i["local_crops"] for i in kept], cfg.n_local, cfg.local_samples(rate)),
             "index": torch.tensor([i["index"] for i in kept], dtype=torch.long),
             "num_short": sum(1 for i in kept if i["short"]),
             "num_skipped": len(items) - len(kept),
@@ -446,23 +422,9 @@ class MultiCropCollator:
 # --------------------------------------------------------------------------------------------- loader
 
 
-class MultiCropDataLoader(DataLoader):
-    """A DataLoader that can be moved to another epoch (and resume batch) without being rebuilt.
-
-    Workers are not persistent, so the new epoch reaches them when the next iteration starts.
-    """
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.dataset.set_epoch(epoch)
-        if isinstance(self.batch_sampler, MultiCropBatchSampler):
-            self.batch_sampler.set_epoch(epoch, start_batch)
-        elif start_batch:
-            raise ValueError("start_batch needs the map-style (non-streaming) loader")
-
-
 def _ignore_interrupts(worker_id: int) -> None:
     # Ctrl-C reaches the whole process group: the training loop decides when to stop (after a whole step, see
-    # training.dino.GracefulStop), and needs its workers alive until then. Orphaned workers still exit: the
+    # training.interrupt.GracefulStop), and needs its workers alive until then. Orphaned workers still exit: the
     # DataLoader's watchdog ends them when the main process is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
@@ -480,9 +442,9 @@ def _is_streaming(dataset: Any) -> bool:
 
 def build_multicrop_dataloader(
     dataset: Any,
-    crop_cfg: MultiCropConfig | None = None,
-    aug_cfg: AugmentConfig | None = None,
-    feature_extractor: Any | None = None,
+    crop_cfg: MultiCropConfig | None,
+    aug_cfg: AugmentConfig | None,
+    feature_extractor: Any,
     batch_size: int = 32,
     num_workers: int = 0,
     seed: int = 0,
@@ -493,8 +455,9 @@ def build_multicrop_dataloader(
     drop_last: bool = True,
     pin_memory: bool = False,
     babble_pool: Sequence[str] | None = None,
-) -> MultiCropDataLoader:
-    """The training loader: multi-crop, augmented, featurised batches (see :class:`MultiCropCollator`).
+) -> DataLoader:
+    """The training loader: multi-crop, augmented, featurised batches (see :class:`MultiCropCollator`), at the
+    rate of ``feature_extractor``.
 
     Args:
         dataset: ``datasets.Dataset`` with ``path`` (and optionally ``duration``) columns, a sequence of
@@ -503,17 +466,19 @@ def build_multicrop_dataloader(
             again and ``start_batch`` is not supported).
         crop_cfg: views; ``None`` = paper defaults.
         aug_cfg: augmentation; ``None`` = clean crops.
-        feature_extractor: see :class:`MultiCropCollator`.
+        feature_extractor: the model's (see :class:`MultiCropCollator`): its ``sampling_rate`` is the rate the
+            files are read, cropped and augmented at.
         batch_size: utterances per batch per process.
         seed, epoch, start_batch: what to produce (see :class:`MultiCropBatchSampler`).
         babble_pool: utterances for the babble fallback; default: the training pool itself.
 
     Returns:
-        :class:`MultiCropDataLoader` (``len`` = batches left in the epoch for this process, map-style). A
+        a ``DataLoader`` (``len`` = batches left in the epoch for this process, map-style). A
         batch's ``index`` is the row position in ``dataset`` after the ``min_duration`` filter
         (``loader.dataset.paths[i]`` is its file).
     """
     crop_cfg = crop_cfg or MultiCropConfig()
+    rate = int(feature_extractor.sampling_rate)
     streaming = _is_streaming(dataset)
     loader_kwargs = dict(
         num_workers=num_workers,
@@ -526,16 +491,18 @@ def build_multicrop_dataloader(
     if streaming:
         if start_batch:
             raise ValueError("start_batch is not supported for streaming datasets; use a map-style datasets.Dataset")
-        augmenter = Augmenter(aug_cfg, babble_pool=babble_pool) if aug_cfg is not None else None
-        items = MultiCropIterableDataset(dataset, MultiCropper(crop_cfg, augmenter), seed, epoch)
+        augmenter = Augmenter(aug_cfg, babble_pool=babble_pool, sampling_rate=rate) if aug_cfg is not None else None
+        items = MultiCropIterableDataset(dataset, MultiCropper(crop_cfg, augmenter, sampling_rate=rate), seed, epoch)
         items.set_epoch(epoch)
-        return MultiCropDataLoader(items, batch_size=batch_size, drop_last=drop_last, **loader_kwargs)
+        return DataLoader(items, batch_size=batch_size, drop_last=drop_last, **loader_kwargs)
 
     dataset = filter_min_duration(dataset, crop_cfg.min_duration)
     paths = _paths(dataset)
-    augmenter = Augmenter(aug_cfg, babble_pool=babble_pool or paths) if aug_cfg is not None else None
-    items = MultiCropDataset(paths, MultiCropper(crop_cfg, augmenter), seed, epoch)
+    augmenter = (
+        Augmenter(aug_cfg, babble_pool=babble_pool or paths, sampling_rate=rate) if aug_cfg is not None else None
+    )
+    items = MultiCropDataset(paths, MultiCropper(crop_cfg, augmenter, sampling_rate=rate), seed, epoch)
     sampler = MultiCropBatchSampler(
         len(items), batch_size, seed, epoch, start_batch, num_replicas, rank, drop_last, shuffle=True
     )
-    return MultiCropDataLoader(items, batch_sampler=sampler, **loader_kwargs)
+    return DataLoader(items, batch_sampler=sampler, **loader_kwargs)

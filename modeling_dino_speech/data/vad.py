@@ -11,8 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import SAMPLING_RATE
-
 __all__ = ["EnergyVADConfig", "apply_energy_vad", "energy_vad_mask"]
 
 
@@ -36,9 +34,7 @@ class EnergyVADConfig:
             raise ValueError("EnergyVADConfig: frame_ms and shift_ms must be positive and context non-negative")
 
 
-def energy_vad_mask(
-    waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE, config: EnergyVADConfig | None = None
-) -> np.ndarray:
+def energy_vad_mask(waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None) -> np.ndarray:
     """Frame-level speech decisions.
 
     Args:
@@ -66,9 +62,7 @@ def energy_vad_mask(
     return speech
 
 
-def apply_energy_vad(
-    waveform: np.ndarray, sampling_rate: int = SAMPLING_RATE, config: EnergyVADConfig | None = None
-) -> np.ndarray:
+def apply_energy_vad(waveform: np.ndarray, sampling_rate: int, config: EnergyVADConfig | None = None) -> np.ndarray:
     """Remove silent frames.
 
     Args:

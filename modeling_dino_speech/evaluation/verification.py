@@ -279,7 +279,7 @@ def verify(
 
 
 def trial_list_evaluator(trials: PathLike, audio_root: Optional[PathLike] = None, **kwargs: Any):
-    """The hook training calls to evaluate a model (``training.dino.Evaluator``): ``(model, feature_extractor) ->``
+    """The hook training calls to evaluate a model (``training.setup.Evaluator``): ``(model, feature_extractor) ->``
     the :func:`verify` metrics of ``trials``, computed on the model's device without a progress bar."""
 
     def evaluate(model, feature_extractor) -> Dict[str, Any]:

@@ -12,12 +12,12 @@ result does not depend on how a sort orders them.
   points, divided by ``min(C_miss * p_target, C_fa * (1 - p_target))`` (the cost of the best system that
   ignores its input), as in the NIST SRE and VoxSRC evaluations.
 
-Speed: the curve needs the trials in score order with their labels. ``np.argsort`` is about 9x slower
-than ``np.sort`` (numpy's SIMD sorts), so the label is packed into the lowest bit of an order-preserving
-64-bit integer key and one value sort does the work. That is exact whenever that bit carries no score
-information: always for scores that were float32 (or float16, or small integers), which need a single
-sort. Genuine float64 scores get a second value sort of the exact keys to prove that no two distinct
-scores share everything but their last bit; if two do, an argsort takes over. Large temporaries are
+Speed: the curve needs the trials in score order with their labels. ``np.argsort`` is several times slower
+than ``np.sort`` (numpy's SIMD sorts; ``benchmarks/RESULTS.md``, section 5), so the label is packed into the
+lowest bit of an order-preserving 64-bit integer key and one value sort does the work. That is exact whenever
+that bit carries no score information: always for scores that were float32 (or float16, or small integers),
+which need a single sort. Genuine float64 scores get a second value sort of the exact keys to prove that no two
+distinct scores share everything but their last bit; if two do, an argsort takes over. Large temporaries are
 reused, because on a loaded machine page faults on fresh memory cost as much as the sort.
 """
 

@@ -3,8 +3,8 @@
 `accelerator.save_state` writes the student, the optimiser and the RNG states (model weights as safetensors);
 the teacher, the DINO centre and the training position are written beside them as safetensors and JSON rather
 than through `register_for_checkpointing`, whose loader unpickles with `weights_only=False`. Everything is
-written into a hidden temporary directory that is renamed into place only when complete, so a crash mid-save
-leaves the previous checkpoint as the newest usable one.
+written into a staging folder that is renamed into place only when complete (`utils.atomic`), so a crash
+mid-save leaves the previous checkpoint as the newest usable one.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ from typing import Dict, Optional
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..utils.atomic import commit_folder, staging_folder, staging_path
+
 logger = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^checkpoint_(\d{8})$")
@@ -29,6 +31,11 @@ TENSORS_FILE = "dino_state.safetensors"
 
 def checkpoint_dir(output_dir: os.PathLike) -> Path:
     return Path(output_dir) / "checkpoints"
+
+
+def checkpoint_path(output_dir: os.PathLike, step: int) -> Path:
+    """Where the checkpoint after optimiser step `step` lives (once complete)."""
+    return checkpoint_dir(output_dir) / f"checkpoint_{step:08d}"
 
 
 def list_checkpoints(output_dir: os.PathLike) -> list[Path]:
@@ -43,13 +50,6 @@ def list_checkpoints(output_dir: os.PathLike) -> list[Path]:
 def latest_checkpoint(output_dir: os.PathLike) -> Optional[Path]:
     found = list_checkpoints(output_dir)
     return found[-1] if found else None
-
-
-def _fsync_tree(path: Path) -> None:
-    for file in path.rglob("*"):
-        if file.is_file():
-            with open(file, "rb") as handle:
-                os.fsync(handle.fileno())
 
 
 def save_checkpoint(
@@ -70,13 +70,14 @@ def save_checkpoint(
         texts: more files (name -> text) that belong to the checkpoint, written before it is renamed into place.
     """
     root = checkpoint_dir(output_dir)
-    final = root / f"checkpoint_{step:08d}"
-    tmp = root / f".tmp-checkpoint_{step:08d}"
+    final = checkpoint_path(output_dir, step)
+    tmp = staging_path(final)
     if accelerator.is_main_process:
         root.mkdir(parents=True, exist_ok=True)
         for stale in root.glob(".tmp-checkpoint_*"):  # left by a save that crashed, at any step
             shutil.rmtree(stale, ignore_errors=True)
-        tmp.mkdir()
+        staging_folder(final)
+    # every process writes its RNG state into the staging folder: it must exist before they start
     accelerator.wait_for_everyone()
     accelerator.save_state(str(tmp), safe_serialization=True)
     if accelerator.is_main_process:
@@ -84,10 +85,7 @@ def save_checkpoint(
         (tmp / STATE_FILE).write_text(json.dumps(state, indent=1), encoding="utf-8")
         for name, text in (texts or {}).items():
             (tmp / name).write_text(text, encoding="utf-8")
-        _fsync_tree(tmp)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        commit_folder(tmp, final)
         for old in list_checkpoints(output_dir)[:-keep] if keep > 0 else []:
             shutil.rmtree(old, ignore_errors=True)
     accelerator.wait_for_everyone()

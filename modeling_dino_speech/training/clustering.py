@@ -5,10 +5,10 @@ pseudo-labels with: PCA keeping ~99% of the variance, k-means pre-clustering wit
 cluster, agglomerative clustering of the k-means centroids with cosine similarity and a threshold (0.80),
 then keeping clusters of 8-50 members and dropping low-confidence members. :func:`cluster_embeddings`
 runs that pipeline with library code: scikit-learn, and faiss where it is importable and helps. With
-``backend="auto"`` k-means runs in scikit-learn and the nearest-neighbour search in faiss: the faiss-cpu
-wheel's bundled OpenBLAS 0.3.15 runs its generic "Prescott" kernel on the development CPU, which made faiss k-means
-2-3x slower than scikit-learn's, while faiss's inverted-file search is what makes the neighbour step
-scale. ``backend="faiss"`` or ``"sklearn"`` forces one library for both steps::
+``backend="auto"`` k-means runs in scikit-learn and the nearest-neighbour search in faiss: faiss's k-means was
+the slower of the two on the development machine (its wheel's bundled BLAS), while faiss's inverted-file
+search is what makes the neighbour step scale (``benchmarks/RESULTS.md``, section 6). ``backend="faiss"`` or
+``"sklearn"`` forces one library for both steps::
 
     embeddings (N, D) float
       -> L2-normalise                                  (N, D) float32
@@ -22,16 +22,14 @@ Scaling to VoxCeleb2 (N = 1.09M utterances, D = 256, P = N / 4 = 273k pre-cluste
 Read literally the recipe is quadratic twice over, so two steps have a scalable path that switches on by
 size. Both paths are tested to give the same answer where it is known.
 
-* **k-means with K = N/4 is O(N^2 d)** per Lloyd iteration (1.09M x 273k x ~250 = 7e13 multiply-adds:
-  hours per iteration on 2 cores; flat k-means on 25k points already takes 29-51 s against 2-3.5 s below).
+* **k-means with K = N/4 is O(N^2 d)** per Lloyd iteration (1.09M x 273k x ~250 = 7e13 multiply-adds).
   Above ``kmeans_flat_max_clusters`` (256) pre-clusters we run a *two-level* k-means: a coarse k-means into
   G = ceil(sqrt(P)) groups (523 at VoxCeleb2, random seeding, fitted on <= 256 points per centroid), then
   an independent k-means++-seeded k-means inside each group with n_g / 4 clusters: N d (G + P/G) =
   2 N d sqrt(P) per iteration, O(N^1.5). A speaker cut by a coarse border would leave a few utterances in
-  a neighbour's pre-cluster (pre-cluster purity 0.96 instead of 1.00 on 25k synthetic points), so each
-  point is then moved to its nearest pre-cluster centroid among its ``kmeans_border_probes`` (5) nearest
-  coarse groups, an inverted-file style multi-probe pass of N x 5 x P/G x d multiply-adds that brings the
-  purity back to 0.999.
+  a neighbour's pre-cluster, so each point is then moved to its nearest pre-cluster centroid among its
+  ``kmeans_border_probes`` (5) nearest coarse groups, an inverted-file style multi-probe pass of
+  N x 5 x P/G x d multiply-adds.
 * **Average-linkage clustering of P points needs O(P^2) memory** (scipy's condensed distance matrix: 273k
   centroids -> 3.7e10 float64 = 298 GB). Above ``agglomerative_dense_max`` (10k) centroids we use an
   *exact decomposition*: with average linkage two clusters merge at distance threshold t only if their
@@ -44,52 +42,34 @@ size. Both paths are tested to give the same answer where it is known.
   its k-NN edges, which averages over connected pairs only (approximate; counted in
   ``stages["n_sparse_components"]``). The neighbour search is exact (faiss ``IndexFlatIP`` or sklearn brute
   force, O(P^2 d)) up to ``knn_exact_max`` (50k) centroids; above that the faiss backend uses an
-  inverted-file index (4 sqrt(P) lists, ``knn_nprobe`` = 16 probed, O(P^1.5 d)), which found 100% of the
-  above-threshold edges in our checks. The sklearn backend stays exact and quadratic: use faiss at scale.
-  In target-count mode (``n_clusters``) the scalable path bisects the similarity threshold until the
-  count is met (average linkage has no inversions, so the count is monotone in the threshold): ~20
-  passes of the component step, so prefer threshold mode at VoxCeleb2 scale.
+  inverted-file index (4 sqrt(P) lists, ``knn_nprobe`` = 16 probed, O(P^1.5 d)). The sklearn backend stays
+  exact and quadratic: use faiss at scale. In target-count mode (``n_clusters``) the scalable path bisects
+  the similarity threshold until the count is met (average linkage has no inversions, so the count is
+  monotone in the threshold): ~20 passes of the component step, so prefer threshold mode at VoxCeleb2 scale.
 
-Memory and time at VoxCeleb2 (float32, d ~ 250 after PCA). ``benchmarks/bench_clustering.py`` measures
-every stage on 31k-125k synthetic points (1 thread of a shared 2-core machine) and extrapolates to 1.09M
-with the exponents below and with exponents fitted between 62k and 125k points (the two ranges):
-
-===================  ==================================  =========  ==========  =====================
-stage                memory beyond the caller's N x D     exponent   at 125k     at 1.09M
-===================  ==================================  =========  ==========  =====================
-normalise            N D x 4 B float32 copy = 1.1 GB      N          0.2-0.9 s   2-80 s
-PCA                  N d x 4 B = 1.1 GB (+ D^2)           N          0.7-1.5 s   5-55 s
-two-level k-means    N d x 4 B means + fit subsets        N^1.5      10-25 s     4.5-12 min (sklearn
-                                                                                 k-means is the faster)
-k-NN, faiss IVF      P k x 12 B = 0.1 GB                  P^1.5      12 s        5-8 min (default)
-k-NN, exact          faiss: same; sklearn: 1.7 GB chunks  P^2        23-32 s     30 min - 2 h
-components, linkage  sum of c_i^2 x 8 B, small comps.     ~P         2.5-4 s     0.5-2 min
-filtering            N d x 4 B gather                     N          0.2-0.4 s   2-90 s
-===================  ==================================  =========  ==========  =====================
-
-With the defaults (sklearn k-means, faiss IVF neighbours) that is about 13-21 minutes and ~2.3 GB of peak
-RSS on top of the caller's 1.1 GB array (measured +360 MB at 125k points, ~2 kB per point: two N x d
-float32 copies). The scalable paths keep their quality on the synthetic data: ARI 0.9999-1.0 against
-the 5000 true speakers at 125k points.
+Memory beyond the caller's N x D array, per stage (float32, d ~ 250 after PCA): normalise and PCA an N x D
+and an N x d copy, k-means the N x d means and the fit subsets, the k-NN graph P x k x 12 B (the exact
+sklearn search works in chunks), the components' dense linkages sum c_i^2 x 8 B over small components, the
+filter an N x d gather. ``benchmarks/bench_clustering.py`` measures every stage and extrapolates to
+VoxCeleb2; its figures are in ``benchmarks/RESULTS.md`` (section 6).
 
 Threads: ``num_threads`` caps BLAS/OpenMP/faiss threads for the call; on a machine shared with other jobs
-oversubscribed OpenMP made the same k-means 5-10x slower than with 1 thread.
+oversubscribed OpenMP threads slow the same k-means down many times over.
 
-Outputs: :class:`ClusteringResult` (labels, confidence, counts per stage, seconds and peak memory per
-stage) and :func:`clustering_report` (cluster count, kept fraction, sizes, and purity / inverse purity /
-NMI / ARI against true labels when a corpus has them).
+Outputs: :class:`ClusteringResult` (labels, confidence, counts and seconds per stage) and
+:func:`clustering_report` (cluster count, kept fraction, sizes, and purity / inverse purity / NMI / ARI
+against true labels when a corpus has them).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import resource
 import time
-import tracemalloc
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterator, Literal, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Literal, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -144,9 +124,9 @@ class ClusteringConfig:
         min_confidence: drop members whose cosine similarity to their cluster centroid is below this
             absolute value (None disables).
         backend: library for k-means and nearest neighbours: "faiss", "sklearn", or "auto" = sklearn
-            k-means and faiss neighbours when faiss is importable (the fastest measured pairing; module doc).
+            k-means and faiss neighbours when faiss is importable (the faster pairing; module doc).
         num_threads: cap on BLAS/OpenMP/faiss threads during the call (None = the libraries' default).
-            On a machine shared with other jobs, 1 is often several times faster than oversubscribing.
+            On a machine shared with other jobs, 1 usually beats oversubscribing the cores.
         seed: seed of every random choice (k-means init, subsampling).
     """
 
@@ -223,10 +203,6 @@ class ClusteringResult:
         kept_fraction: fraction of points with a label.
         stages: counts per stage (pca_dim, n_preclusters, n_clusters_agglomerative, dropped counts, ...).
         timings: wall-clock seconds per stage.
-        peak_memory: per stage, "maxrss_mb" (process high-water mark since it started); with
-            ``profile_memory``, "rss_start_mb" and "peak_rss_mb" (the stage's own peak RSS, all
-            allocations, faiss's included); when ``tracemalloc`` is tracing, "traced_peak_mb"
-            (Python/numpy allocations during the stage).
         backend: the libraries that ran, "<k-means>+<neighbours>" (e.g. "sklearn+faiss").
         config: the configuration, as a dict.
     """
@@ -237,7 +213,6 @@ class ClusteringResult:
     kept_fraction: float
     stages: dict[str, Any] = field(default_factory=dict)
     timings: dict[str, float] = field(default_factory=dict)
-    peak_memory: dict[str, dict[str, float]] = field(default_factory=dict)
     backend: str = "sklearn"
     config: dict[str, Any] = field(default_factory=dict)
 
@@ -334,9 +309,9 @@ def _kmeans_assign(x: np.ndarray, k: int, backend: str, iters: int, seed: int, p
 
     ``plusplus`` seeds both backends with the same k-means++ centres (D^2 sampling, one trial per centre):
     faiss's own random seeding often leaves a small speaker without a centre, so its points join another
-    speaker's pre-cluster. sklearn's default greedy k-means++ (2 + log k trials per centre) costs ~8x more
-    and dominated the whole two-level k-means in measurements. Without ``plusplus`` both seed with random
-    points: enough for the coarse partition of the two-level scheme.
+    speaker's pre-cluster. sklearn's default greedy k-means++ tries 2 + log k candidates per centre, each a
+    pass over the points, and would dominate the whole two-level k-means. Without ``plusplus`` both seed with
+    random points: enough for the coarse partition of the two-level scheme.
     """
     n, d = x.shape
     k = min(k, n)
@@ -348,7 +323,7 @@ def _kmeans_assign(x: np.ndarray, k: int, backend: str, iters: int, seed: int, p
         fit_x = x[np.sort(rng.choice(n, _MAX_POINTS_PER_CENTROID * k, replace=False))]
     init = None
     if plusplus:
-        # float64: sklearn's float32 distance path upcasts chunk by chunk and is ~2x slower.
+        # float64: sklearn's float32 distance path upcasts chunk by chunk, which is the slower route.
         init, _ = kmeans_plusplus(fit_x.astype(np.float64), k, random_state=seed % (2**32), n_local_trials=1)
     if backend == "faiss":
         faiss = _faiss_or_none()
@@ -385,8 +360,8 @@ def _reassign_across_borders(
     """Move each point to its nearest fine centroid among its ``probes`` nearest coarse groups.
 
     The fine k-means of the two-level scheme never looks across a coarse boundary, so a few utterances of a
-    speaker cut by one end up in a neighbouring speaker's pre-cluster (measured: pre-cluster purity 0.96
-    vs 1.00 for flat k-means on 25k synthetic points). One nearest-centroid pass over the fine centroids
+    speaker cut by one end up in a neighbouring speaker's pre-cluster (pre-cluster purity below flat k-means';
+    ``benchmarks/RESULTS.md``, section 6). One nearest-centroid pass over the fine centroids
     of the nearest coarse groups (multi-probe, as an inverted-file index searches) repairs that at a cost
     of N x probes x (P / G) x d multiply-adds.
 
@@ -771,64 +746,29 @@ def _thread_limit(num_threads: int | None, uses_faiss: bool) -> Iterator[None]:
                 faiss.omp_set_num_threads(old)
 
 
-def _proc_status_mb(field_name: str) -> float | None:
-    """A memory field of /proc/self/status in MB (Linux), or None where it does not exist."""
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field_name + ":"):
-                    return int(line.split()[1]) / 1024.0  # kB
-    except OSError:
-        return None
-    return None
-
-
-def _reset_peak_rss() -> bool:
-    """Reset the process's peak-RSS mark (Linux ``clear_refs`` 5), so a stage's own peak can be read."""
-    try:
-        with open("/proc/self/clear_refs", "w") as f:
-            f.write("5")
-        return True
-    except OSError:
-        return False
+#: Called with a stage's name, returns a context manager that is entered around the stage (what
+#: ``benchmarks/bench_clustering.py`` measures each stage's memory with).
+StageHook = Callable[[str], ContextManager[Any]]
 
 
 @contextmanager
-def _stage(
-    name: str, timings: dict[str, float], memory: dict[str, dict[str, float]], profile_memory: bool
-) -> Iterator[None]:
-    tracing = tracemalloc.is_tracing()
-    if tracing:
-        tracemalloc.reset_peak()
-    mem: dict[str, float] = {}
-    own_peak = False
-    if profile_memory:
-        rss = _proc_status_mb("VmRSS")
-        own_peak = rss is not None and _reset_peak_rss()
-        if own_peak:
-            mem["rss_start_mb"] = rss
-    start = time.perf_counter()
-    yield
-    timings[name] = time.perf_counter() - start
-    peak = _proc_status_mb("VmHWM") if own_peak else None
-    if peak is not None:
-        mem["peak_rss_mb"] = peak  # this stage's own high-water mark
-    mem["maxrss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # since process start
-    if tracing:
-        mem["traced_peak_mb"] = tracemalloc.get_traced_memory()[1] / 2**20
-    memory[name] = mem
+def _stage(name: str, timings: dict[str, float], hook: Optional[StageHook]) -> Iterator[None]:
+    with hook(name) if hook is not None else contextlib.nullcontext():
+        start = time.perf_counter()
+        yield
+        timings[name] = time.perf_counter() - start
 
 
 def cluster_embeddings(
-    embeddings: np.ndarray, cfg: ClusteringConfig | None = None, profile_memory: bool = False
+    embeddings: np.ndarray, cfg: ClusteringConfig | None = None, stage_hook: Optional[StageHook] = None
 ) -> ClusteringResult:
     """Pseudo-labels for (N, D) utterance embeddings without any speaker labels.
 
     Args:
         embeddings: (N, D) float array, one embedding per utterance (any scale: rows are L2-normalised).
         cfg: the clustering settings (defaults: the authors' recipe).
-        profile_memory: record each stage's own peak RSS (Linux: resets the process's VmHWM mark at each
-            stage start, a side effect on the process, hence opt-in; ``ru_maxrss`` is untouched).
+        stage_hook: entered around each stage (normalise, pca, kmeans, agglomerative, filter), e.g. to
+            measure it; see `StageHook`.
     Returns:
         :class:`ClusteringResult` with labels (N,) int64 (-1 = dropped).
     Raises:
@@ -837,28 +777,27 @@ def cluster_embeddings(
     cfg = cfg or ClusteringConfig()
     backends = resolve_backend(cfg.backend)
     with _thread_limit(cfg.num_threads, "faiss" in backends):
-        return _cluster(embeddings, cfg, backends, profile_memory)
+        return _cluster(embeddings, cfg, backends, stage_hook)
 
 
 def _cluster(
-    embeddings: np.ndarray, cfg: ClusteringConfig, backends: tuple[str, str], profile_memory: bool
+    embeddings: np.ndarray, cfg: ClusteringConfig, backends: tuple[str, str], hook: Optional[StageHook]
 ) -> ClusteringResult:
     timings: dict[str, float] = {}
-    memory: dict[str, dict[str, float]] = {}
     stages: dict[str, Any] = {}
     total_start = time.perf_counter()
 
-    with _stage("normalise", timings, memory, profile_memory):
+    with _stage("normalise", timings, hook):
         x = _validated_copy(embeddings, max(2, cfg.min_cluster_size))
         n = x.shape[0]
         stages["n_points"], stages["input_dim"] = n, x.shape[1]
 
-    with _stage("pca", timings, memory, profile_memory):
+    with _stage("pca", timings, hook):
         y, info = reduce_dimension(x, cfg.pca_variance, cfg.pca_whiten, cfg.seed)
         del x
         stages.update(info)
 
-    with _stage("kmeans", timings, memory, profile_memory):
+    with _stage("kmeans", timings, hook):
         target_p = max(1, round(n / cfg.kmeans_samples_per_cluster))
         pre, info = precluster_kmeans(
             y,
@@ -872,7 +811,7 @@ def _cluster(
         stages.update(info)
         centroids = _group_means(y, pre, info["n_preclusters"])
 
-    with _stage("agglomerative", timings, memory, profile_memory):
+    with _stage("agglomerative", timings, hook):
         cluster_of_pre, info = agglomerate(
             centroids,
             cfg.similarity_threshold,
@@ -887,7 +826,7 @@ def _cluster(
         stages.update(info)
         point_labels = cluster_of_pre[pre]
 
-    with _stage("filter", timings, memory, profile_memory):
+    with _stage("filter", timings, hook):
         labels, confidence, info = filter_clusters(
             y,
             point_labels,
@@ -908,7 +847,6 @@ def _cluster(
         kept_fraction=n_kept / n,
         stages=stages,
         timings=timings,
-        peak_memory=memory,
         backend="+".join(backends) if backends[0] != backends[1] else backends[0],
         config=asdict(cfg),
     )

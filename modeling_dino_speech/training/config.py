@@ -15,6 +15,7 @@ import yaml
 from ..configuration_dino_speech import DinoSpeechConfig
 from ..data.augment import AugmentConfig
 from ..data.multicrop import MultiCropConfig
+from ..utils.atomic import write_text_atomic
 
 T = TypeVar("T")
 
@@ -238,4 +239,4 @@ def load_config(cls: Type[T], path: Optional[Union[str, Path]], overrides: Seque
 
 
 def save_config(obj: Any, path: Union[str, Path]) -> None:
-    Path(path).write_text(yaml.safe_dump(to_dict(obj), sort_keys=False), encoding="utf-8")
+    write_text_atomic(path, yaml.safe_dump(to_dict(obj), sort_keys=False))

@@ -1,25 +1,31 @@
 """DINO for speech: a student and an EMA teacher of one architecture, multi-crop self-distillation.
 
-Read top to bottom: `MultiCropWrapper` runs one network over crops of several lengths; `train_dino` builds the
-student, the teacher (never wrapped by accelerate), the `DINOLoss` with its centre and the step-indexed
-schedules, then loops: teacher on the global crops, student on all crops, loss over all (teacher view, student
-view) pairs but identical ones, an optimiser step on the student, an EMA step of the teacher.
+Read top to bottom, in the order of facebookresearch/dino's `main_dino.py`: the pieces (`MultiCropWrapper`, the
+parameter groups, `ema_update`), then `train_dino` and its parts:
+
+* `set_up`: the accelerator, the student, the teacher (never wrapped by accelerate), the `DINOLoss` with its
+  centre, AdamW, the training pool, the step-indexed schedules, and the checkpoint a `--resume` continues from;
+* `train_step`: teacher on the global crops, student on all crops, the loss over all (teacher view, student
+  view) pairs but identical ones, backward; on the last micro-batch of a step an optimiser step on the student
+  and an EMA step of the teacher;
+* `TrainingLog`: the statistics of a step to the progress bar, TensorBoard and `metrics.jsonl`;
+* `save_dino_checkpoint`: what a resumed run needs to continue bit for bit;
+* `train_loop`: the steps, epoch after epoch, with logging, evaluation, checkpoints and a graceful stop;
+* `finish`: the last checkpoint, the cross-process check, the export and the last evaluation.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
 import math
-import signal
-import sys
-import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Dict, List, Mapping, Optional
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 from torch import nn
@@ -29,17 +35,26 @@ from ..configuration_dino_speech import DinoSpeechConfig
 from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
 from ..losses import DINOLoss
 from ..modeling_dino_speech import DinoSpeechForPreTraining
-from .checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import DinoTrainConfig, save_config, to_dict
+from ..utils.atomic import write_text_atomic
+from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
+from .config import DinoTrainConfig
+from .interrupt import GracefulStop, StoppedBetweenSteps
 from .monitor import CollapseMonitor, dino_statistics
 from .schedules import DinoSchedules
+from .setup import Evaluator, build_training_dataset, start_run
+
+__all__ = [
+    "DinoRun",
+    "Evaluator",
+    "MultiCropWrapper",
+    "TrainState",
+    "ema_update",
+    "freeze_batchnorm_statistics",
+    "param_groups",
+    "train_dino",
+]
 
 logger = logging.getLogger(__name__)
-
-#: How training reaches evaluation: called with the embedding model (in eval mode) and its feature extractor, it
-#: returns scalars to log (e.g. `eer`). The `dino-speech train` command builds one from the recipe's `eval`
-#: section (`modeling_dino_speech.evaluation.verification.trial_list_evaluator`); training never imports it.
-Evaluator = Callable[[nn.Module, DinoSpeechFeatureExtractor], Mapping[str, object]]
 
 
 class MultiCropWrapper(nn.Module):
@@ -52,7 +67,7 @@ class MultiCropWrapper(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, crops: List[torch.Tensor]):
+    def forward(self, crops: List[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
         """
         Args:
             crops: tensors `(N_i, T_i, num_mel_bins)`, each a stack of same-length crops.
@@ -125,46 +140,6 @@ def freeze_batchnorm_statistics(model: nn.Module) -> None:
             module.momentum = 0.0
 
 
-def resolve_mixed_precision(choice: str) -> str:
-    if choice != "auto":
-        return choice
-    if torch.cuda.is_available():
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    return "no"
-
-
-def _flat(prefix: str, value, out: Dict[str, object]) -> Dict[str, object]:
-    if isinstance(value, dict):
-        for k, v in value.items():
-            _flat(f"{prefix}.{k}" if prefix else k, v, out)
-    else:
-        out[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
-    return out
-
-
-def build_training_dataset(corpus: str, train: str, on_error: str = "skip"):
-    """The unlabeled training pool as a `datasets.Dataset` with a `path` column.
-
-    Args:
-        corpus: `manifest`, `folder` or `voxceleb`.
-        train: the manifest CSV or the corpus root.
-        on_error: the crops' policy for missing or unreadable files: `skip` (with a warning naming them) or
-            `fail`.
-    """
-    from ..data import corpora
-
-    if not train:
-        raise ValueError("the training pool is empty: point data.train at a manifest CSV or a corpus folder")
-    loaders = {
-        "manifest": corpora.load_manifest,
-        "folder": corpora.load_audio_folder,
-        "voxceleb": corpora.load_voxceleb,
-    }
-    if corpus not in loaders:
-        raise ValueError(f"data.corpus must be one of {sorted(loaders)}, got {corpus!r}")
-    return loaders[corpus](train, on_error="skip" if on_error == "skip" else "raise")
-
-
 def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) -> None:
     """Refuse to resume a checkpoint with a model of another shape."""
     current = config.to_diff_dict()
@@ -182,357 +157,406 @@ def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) ->
         )
 
 
-def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[Evaluator] = None) -> Path:
-    """Run (or resume) DINO pre-training; returns the export folder `<output_dir>/final`.
+# --------------------------------------------------------------------------------------------- set-up
 
-    Args:
-        evaluator: evaluates the teacher every `cfg.eval.every_steps` steps and at the end (see `Evaluator`).
-    """
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-    from tqdm.auto import tqdm
 
-    from ..data.multicrop import build_multicrop_dataloader, streaming_source
-    from .export import export_dino
+@dataclass
+class DinoRun:
+    """A DINO run once set up: what every part of the training reads (and `state`, which it advances)."""
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    output_dir = Path(cfg.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-        log_with="tensorboard",
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
-    world = accelerator.num_processes
-    micro_batch, rest = divmod(cfg.data.batch_size, world * cfg.optim.grad_accum)
+    cfg: DinoTrainConfig
+    accelerator: Any
+    config: DinoSpeechConfig
+    feature_extractor: DinoSpeechFeatureExtractor
+    student: nn.Module
+    """The `MultiCropWrapper` as accelerate prepared it (DistributedDataParallel with several processes)."""
+    teacher: MultiCropWrapper
+    dino_loss: DINOLoss
+    optimizer: torch.optim.Optimizer
+    dataset: Any
+    micro_batch: int
+    """Utterances per process per micro-batch: `data.batch_size` over processes and `optim.grad_accum`."""
+    monitor: CollapseMonitor
+    total_steps: int = 0
+    schedules: Optional[DinoSchedules] = None
+    state: TrainState = field(default_factory=TrainState)
+
+    @property
+    def output_dir(self) -> Path:
+        return Path(self.cfg.output_dir)
+
+    def loader(self, epoch: int, start_batch: int):
+        """The micro-batches of `epoch` for this process, from `start_batch` on."""
+        from ..data.multicrop import build_multicrop_dataloader, streaming_source
+
+        data, world, rank = self.cfg.data, self.accelerator.num_processes, self.accelerator.process_index
+        source = self.dataset
+        if data.streaming:
+            # Streams cannot seek: a resumed epoch restarts its stream (documented in the README).
+            source = streaming_source(
+                self.dataset,
+                num_shards=max(8, world * max(data.num_workers, 1)),
+                num_replicas=world,
+                rank=rank,
+                seed=self.cfg.seed + epoch,
+            )
+            start_batch = 0
+        return build_multicrop_dataloader(
+            source,
+            data.crops,
+            data.augment if data.augmentation else None,
+            self.feature_extractor,
+            batch_size=self.micro_batch,
+            num_workers=data.num_workers,
+            seed=self.cfg.seed,
+            epoch=epoch,
+            start_batch=start_batch,
+            num_replicas=world,
+            rank=rank,
+            drop_last=True,
+        )
+
+    def steps_per_epoch(self) -> int:
+        world = self.accelerator.num_processes
+        if self.cfg.data.streaming:
+            batches = len(self.dataset) // (self.micro_batch * world)
+        else:
+            batches = len(self.loader(0, 0))
+        return batches // self.cfg.optim.grad_accum
+
+
+def micro_batch_size(cfg: DinoTrainConfig, num_processes: int) -> int:
+    micro_batch, rest = divmod(cfg.data.batch_size, num_processes * cfg.optim.grad_accum)
     if rest or micro_batch == 0:
         raise ValueError(
             f"data.batch_size={cfg.data.batch_size} (the effective batch) must be a multiple of "
-            f"processes x grad_accum = {world} x {cfg.optim.grad_accum}"
+            f"processes x grad_accum = {num_processes} x {cfg.optim.grad_accum}"
         )
-    set_seed(cfg.seed)
+    return micro_batch
 
+
+def set_up(cfg: DinoTrainConfig, resume: bool = False) -> DinoRun:
+    """Everything a run needs, resumed from the newest checkpoint in `cfg.output_dir` with `resume`."""
+    output_dir = Path(cfg.output_dir)
     config = DinoSpeechConfig(**cfg.model)
+    found = latest_checkpoint(output_dir) if resume else None
+    if found is not None:
+        # Before start_run rewrites recipe.yaml: a recipe that does not fit leaves the run as it was.
+        check_checkpoint_fits(json.loads((found / "model_config.json").read_text()), config, found)
+    accelerator = start_run(cfg, "dino", log_hyperparameters=True)
+    micro_batch = micro_batch_size(cfg, accelerator.num_processes)
+
     feature_extractor = DinoSpeechFeatureExtractor.from_model_config(config)
     student = MultiCropWrapper(DinoSpeechForPreTraining(config))
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
     freeze_batchnorm_statistics(teacher)
-    crops = cfg.data.crops
     dino_loss = DINOLoss(
-        config.dino_num_prototypes, crops.n_global, cfg.dino.student_temperature, cfg.dino.center_momentum
+        config.dino_num_prototypes, cfg.data.crops.n_global, cfg.dino.student_temperature, cfg.dino.center_momentum
     )
     optimizer = torch.optim.AdamW(param_groups(student), lr=0.0, betas=tuple(cfg.optim.betas))
     student, optimizer = accelerator.prepare(student, optimizer)
     teacher.to(accelerator.device).train()
     dino_loss.to(accelerator.device)
 
-    dataset = build_training_dataset(cfg.data.corpus, cfg.data.train, cfg.data.crops.on_error)
-    augment = cfg.data.augment if cfg.data.augmentation else None
-
-    def loader_for(epoch: int, start_batch: int):
-        source = dataset
-        if cfg.data.streaming:
-            # Streams cannot seek: a resumed epoch restarts its stream (documented in the README).
-            source = streaming_source(
-                dataset,
-                num_shards=max(8, world * max(cfg.data.num_workers, 1)),
-                num_replicas=world,
-                rank=accelerator.process_index,
-                seed=cfg.seed + epoch,
-            )
-            start_batch = 0
-        return build_multicrop_dataloader(
-            source,
-            crops,
-            augment,
-            feature_extractor,
-            batch_size=micro_batch,
-            num_workers=cfg.data.num_workers,
-            seed=cfg.seed,
-            epoch=epoch,
-            start_batch=start_batch,
-            num_replicas=world,
-            rank=accelerator.process_index,
-            drop_last=True,
-        )
-
-    batches_per_epoch = len(dataset) // (micro_batch * world) if cfg.data.streaming else len(loader_for(0, 0))
-    steps_per_epoch = batches_per_epoch // cfg.optim.grad_accum
-    if steps_per_epoch == 0:
-        raise ValueError(f"{len(dataset)} utterances give no full step of {cfg.data.batch_size}: lower data.batch_size")
-    # max_steps=0 exports the untrained teacher: the "same network at random init" baseline.
-    total_steps = cfg.optim.max_steps if cfg.optim.max_steps is not None else cfg.optim.epochs * steps_per_epoch
-    schedules = DinoSchedules.build(cfg.optim, cfg.dino, max(total_steps, 1), steps_per_epoch, cfg.data.batch_size)
-    monitor = CollapseMonitor(
-        cfg.monitor.patience,
-        cfg.monitor.min_batch_entropy,
-        cfg.monitor.max_sample_entropy,
-        cfg.monitor.min_embedding_std,
+    run = DinoRun(
+        cfg=cfg,
+        accelerator=accelerator,
+        config=config,
+        feature_extractor=feature_extractor,
+        student=student,
+        teacher=teacher,
+        dino_loss=dino_loss,
+        optimizer=optimizer,
+        dataset=build_training_dataset(cfg.data),
+        micro_batch=micro_batch,
+        monitor=CollapseMonitor.from_config(cfg.monitor),
     )
-    state = TrainState()
-
-    if resume and (found := latest_checkpoint(output_dir)) is not None:
-        check_checkpoint_fits(json.loads((found / "model_config.json").read_text()), config, found)
-        tensors, saved = load_checkpoint(accelerator, found)
-        teacher.load_state_dict({k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")})
-        dino_loss.center.copy_(tensors["center"].to(accelerator.device))
-        state = TrainState(**saved["train_state"])
-        monitor.load_state_dict(saved.get("monitor", {}))
-        accelerator.print(
-            f"resumed from {found} at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+    steps_per_epoch = run.steps_per_epoch()
+    if steps_per_epoch == 0:
+        raise ValueError(
+            f"{len(run.dataset)} utterances give no full step of {cfg.data.batch_size}: lower data.batch_size"
         )
+    # max_steps=0 exports the untrained teacher: the "same network at random init" baseline.
+    run.total_steps = cfg.optim.max_steps if cfg.optim.max_steps is not None else cfg.optim.epochs * steps_per_epoch
+    run.schedules = DinoSchedules.build(
+        cfg.optim, cfg.dino, max(run.total_steps, 1), steps_per_epoch, cfg.data.batch_size
+    )
+    if found is not None:
+        resume_from(run, found)
     elif resume:
         accelerator.print(f"--resume: no checkpoint in {output_dir / 'checkpoints'}, starting from scratch")
+    return run
 
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir / "recipe.yaml")
-    accelerator.init_trackers("dino", config=_flat("", to_dict(cfg), {}))
-    metrics_file = output_dir / "metrics.jsonl"
 
-    def checkpoint() -> Path:
-        tensors = {f"teacher.{k}": v for k, v in teacher.state_dict().items()}
-        tensors["center"] = dino_loss.center
-        # model_config.json goes in before the rename: a checkpoint without it could not be resumed
-        return save_checkpoint(
-            accelerator,
-            output_dir,
-            state.global_step,
-            tensors,
-            {"train_state": vars(state), "monitor": monitor.state_dict()},
-            cfg.keep_checkpoints,
-            texts={"model_config.json": json.dumps(config.to_diff_dict(), indent=1, sort_keys=True)},
-        )
+# --------------------------------------------------------------------------------------------- checkpoints
 
-    n_crops = crops.n_global + crops.n_local
-    stop = GracefulStop()
-    progress = tqdm(
-        total=total_steps,
-        initial=state.global_step,
-        disable=not accelerator.is_local_main_process,
-        desc="dino",
-        dynamic_ncols=True,
+
+def save_dino_checkpoint(run: DinoRun) -> Path:
+    """Checkpoint the run after its current step (every process takes part)."""
+    tensors = {f"teacher.{k}": v for k, v in run.teacher.state_dict().items()}
+    tensors["center"] = run.dino_loss.center
+    return save_checkpoint(
+        run.accelerator,
+        run.output_dir,
+        run.state.global_step,
+        tensors,
+        {"train_state": vars(run.state), "monitor": run.monitor.state_dict()},
+        run.cfg.keep_checkpoints,
+        # in the checkpoint before its rename: a checkpoint without its model's shape could not be resumed
+        texts={"model_config.json": json.dumps(run.config.to_diff_dict(), indent=1, sort_keys=True)},
     )
-    collapsed = None
-    evaluated_step = None  # the step of the last in-loop evaluation, so the final one is not run twice
-    step_time = time.perf_counter()
-    stop.install()
-    try:
-        while state.global_step < total_steps and collapsed is None:
-            loader = loader_for(state.epoch, state.batch_in_epoch)
-            micro = 0
-            for batch in loader:
-                if state.global_step >= total_steps:
-                    break
-                state.num_short += int(batch.get("num_short", 0))
-                state.num_skipped += int(batch.get("num_skipped", 0))
-                if batch["global_features"].shape[1] == 0:
-                    # every file of this batch was unreadable (already reported by the loader); with several
-                    # processes the others would wait for this one, so that is an error there
-                    if world > 1:
-                        raise RuntimeError("a whole batch of unreadable files on one process: clean the manifest")
-                    state.batch_in_epoch += 1
-                    continue
-                global_crops = views(batch["global_features"]).to(accelerator.device, non_blocking=True)
-                local = batch.get("local_features")
-                student_crops = [global_crops] + (
-                    [views(local).to(accelerator.device)] if local is not None and local.numel() else []
-                )
-                sync = (micro + 1) % cfg.optim.grad_accum == 0
-                step = state.global_step
-                with accelerator.autocast():
-                    with torch.no_grad():
-                        teacher_logits, teacher_embeddings = teacher([global_crops])
-                    if sync:
-                        student_logits, _ = student(student_crops)
-                    else:
-                        with accelerator.no_sync(student):
-                            student_logits, _ = student(student_crops)
-                    temperature = float(schedules.teacher_temperature[step])
-                    loss = dino_loss(student_logits, teacher_logits, temperature)
-                if not math.isfinite(loss.item()):
-                    raise FloatingPointError(
-                        f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs"
-                    )
-                if sync:
-                    accelerator.backward(loss / cfg.optim.grad_accum)
-                else:
-                    with accelerator.no_sync(student):
-                        accelerator.backward(loss / cfg.optim.grad_accum)
-                dino_loss.update_center(teacher_logits, all_reduce=lambda t: accelerator.reduce(t, "mean"))
-                micro += 1
-                if not sync:
-                    continue
 
-                grad_norm = None
-                if cfg.optim.clip_grad:
-                    grad_norm = accelerator.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
-                if step < schedules.freeze_last_layer_steps:
-                    for p in accelerator.unwrap_model(student).model.dino_head.last_layer.parameters():
-                        p.grad = None
-                for i, group in enumerate(optimizer.param_groups):
-                    group["lr"] = float(schedules.learning_rate[step])
-                    if i == 0:
-                        group["weight_decay"] = float(schedules.weight_decay[step])
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                momentum = float(schedules.teacher_momentum[step])
-                ema_update(
-                    teacher,
-                    accelerator.unwrap_model(student),
-                    momentum,
-                    all_reduce=(lambda t: accelerator.reduce(t, "mean")) if world > 1 else None,
-                )
-                state.global_step += 1
-                state.batch_in_epoch += cfg.optim.grad_accum
-                micro = 0
-                progress.update(1)
 
-                if state.global_step % cfg.log_every == 0 or state.global_step == total_steps:
-                    now = time.perf_counter()
-                    elapsed, step_time = now - step_time, now
-                    steps_done = (
-                        cfg.log_every if state.global_step % cfg.log_every == 0 else state.global_step % cfg.log_every
-                    )
-                    with torch.no_grad():
-                        stats = dino_statistics(
-                            dino_loss.teacher_probabilities(teacher_logits, temperature),
-                            student_logits,
-                            dino_loss.student_temperature,
-                            crops.n_global,
-                            teacher_embeddings,
-                            dino_loss.center,
-                        )
-                    stats.update(
-                        loss=float(accelerator.reduce(loss.detach().float(), "mean")),
-                        lr=schedules.learning_rate[step],
-                        weight_decay=schedules.weight_decay[step],
-                        teacher_momentum=momentum,
-                        teacher_temperature=temperature,
-                        epoch=state.epoch,
-                        crops_per_second=steps_done * cfg.data.batch_size * n_crops / max(elapsed, 1e-9),
-                        grad_norm=float(grad_norm) if grad_norm is not None else 0.0,
-                        skipped_files=state.num_skipped,
-                        short_utterances=state.num_short,
-                    )
-                    stats = {k: float(v) for k, v in stats.items()}
-                    accelerator.log(stats, step=state.global_step)
-                    if accelerator.is_main_process:
-                        with open(metrics_file, "a", encoding="utf-8") as handle:
-                            handle.write(json.dumps({"step": state.global_step, **stats}) + "\n")
-                    progress.set_postfix(
-                        loss=f"{stats['loss']:.3f}",
-                        lr=f"{stats['lr']:.2e}",
-                        m=f"{momentum:.4f}",
-                        H_t=f"{stats['teacher_entropy']:.2f}",
-                        crops_s=f"{stats['crops_per_second']:.0f}",
-                    )
-                    kind = monitor.update(stats, state.global_step)
-                    if kind and cfg.monitor.collapse_action == "stop":
-                        collapsed = kind
-                        break
-                if evaluator is not None and cfg.eval.every_steps and state.global_step % cfg.eval.every_steps == 0:
-                    evaluate_teacher(
-                        accelerator, teacher, feature_extractor, evaluator, state.global_step, metrics_file
-                    )
-                    evaluated_step = state.global_step
-                saved = bool(cfg.save_every) and state.global_step % cfg.save_every == 0
-                if saved:
-                    checkpoint()
-                if stop.requested(accelerator):
-                    progress.close()
-                    accelerator.print(
-                        f"interrupted at step {state.global_step}: saving a checkpoint to resume from "
-                        "(train.py dino ... --resume)"
-                    )
-                    if not saved:
-                        checkpoint()
-                    raise StoppedBetweenSteps(f"stopped after step {state.global_step}")
-            else:
-                state.epoch += 1
-                state.batch_in_epoch = 0
-    except KeyboardInterrupt as interrupt:
-        progress.close()
-        if not isinstance(interrupt, StoppedBetweenSteps):
-            accelerator.print(
-                f"stopped inside step {state.global_step + 1}: not saved (a partial step); --resume "
-                "continues from the newest checkpoint"
+def resume_from(run: DinoRun, found: Path) -> None:
+    """Restore student, optimiser and RNG (accelerate), teacher, centre, position and monitor from `found`."""
+    tensors, saved = load_checkpoint(run.accelerator, found)
+    run.teacher.load_state_dict({k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")})
+    run.dino_loss.center.copy_(tensors["center"].to(run.accelerator.device))
+    run.state = TrainState(**saved["train_state"])
+    run.monitor.load_state_dict(saved.get("monitor", {}))
+    state = run.state
+    run.accelerator.print(
+        f"resumed from {found} at step {state.global_step} (epoch {state.epoch}, batch {state.batch_in_epoch})"
+    )
+
+
+# --------------------------------------------------------------------------------------------- one step
+
+
+@dataclass
+class StepOutput:
+    """What a micro-batch leaves for logging."""
+
+    step: int
+    """The optimiser step it belongs to (its schedules' index)."""
+    loss: torch.Tensor
+    teacher_logits: torch.Tensor
+    teacher_embeddings: torch.Tensor
+    student_logits: torch.Tensor
+    teacher_temperature: float
+    teacher_momentum: float = 0.0
+    grad_norm: Optional[torch.Tensor] = None
+
+
+def crops_of(run: DinoRun, batch: Mapping[str, Any]) -> Optional[Tuple[torch.Tensor, List[torch.Tensor]]]:
+    """The teacher's and the student's crops of a micro-batch on the device (counting its short and skipped
+    utterances), or None for a batch whose every file was unreadable."""
+    state = run.state
+    state.num_short += int(batch.get("num_short", 0))
+    state.num_skipped += int(batch.get("num_skipped", 0))
+    if batch["global_features"].shape[1] == 0:
+        # already reported by the loader; with several processes the others would wait for this one
+        if run.accelerator.num_processes > 1:
+            raise RuntimeError("a whole batch of unreadable files on one process: clean the manifest")
+        state.batch_in_epoch += 1
+        return None
+    device = run.accelerator.device
+    global_crops = views(batch["global_features"]).to(device, non_blocking=True)
+    local = batch.get("local_features")
+    local_crops = [views(local).to(device)] if local is not None and local.numel() else []
+    return global_crops, [global_crops] + local_crops
+
+
+def train_step(run: DinoRun, global_crops: torch.Tensor, student_crops: List[torch.Tensor], sync: bool) -> StepOutput:
+    """Forward and backward of one micro-batch; with `sync` (the step's last micro-batch) also the optimiser step
+    of the student and the EMA step of the teacher, which advance `run.state` by one step."""
+    accelerator, optim, schedules, state = run.accelerator, run.cfg.optim, run.schedules, run.state
+    step = state.global_step
+    temperature = float(schedules.teacher_temperature[step])
+    mean_over_processes = lambda t: accelerator.reduce(t, "mean")
+    # Gradients are all-reduced once per step, on its last micro-batch.
+    with contextlib.nullcontext() if sync else accelerator.no_sync(run.student):
+        with accelerator.autocast():
+            with torch.no_grad():
+                teacher_logits, teacher_embeddings = run.teacher([global_crops])
+            student_logits, _ = run.student(student_crops)
+            loss = run.dino_loss(student_logits, teacher_logits, temperature)
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs")
+        accelerator.backward(loss / optim.grad_accum)
+    run.dino_loss.update_center(teacher_logits, all_reduce=mean_over_processes)
+    out = StepOutput(step, loss, teacher_logits, teacher_embeddings, student_logits, temperature)
+    if not sync:
+        return out
+
+    if optim.clip_grad:
+        out.grad_norm = accelerator.clip_grad_norm_(run.student.parameters(), optim.clip_grad)
+    student = accelerator.unwrap_model(run.student)
+    if step < schedules.freeze_last_layer_steps:
+        for p in student.model.dino_head.last_layer.parameters():
+            p.grad = None
+    for i, group in enumerate(run.optimizer.param_groups):
+        group["lr"] = float(schedules.learning_rate[step])
+        if i == 0:  # the group with weight decay (see param_groups)
+            group["weight_decay"] = float(schedules.weight_decay[step])
+    run.optimizer.step()
+    run.optimizer.zero_grad(set_to_none=True)
+    out.teacher_momentum = float(schedules.teacher_momentum[step])
+    ema_update(
+        run.teacher,
+        student,
+        out.teacher_momentum,
+        all_reduce=mean_over_processes if accelerator.num_processes > 1 else None,
+    )
+    state.global_step += 1
+    state.batch_in_epoch += optim.grad_accum
+    return out
+
+
+# --------------------------------------------------------------------------------------------- logging
+
+
+class TrainingLog:
+    """Where a run's numbers go: the progress bar, TensorBoard (through the accelerator) and `metrics.jsonl`."""
+
+    def __init__(self, run: DinoRun):
+        from tqdm.auto import tqdm
+
+        self.run = run
+        self.metrics_file = run.output_dir / "metrics.jsonl"
+        self.evaluated_step: Optional[int] = None
+        """The step of the last evaluation, so that the final one is not run twice."""
+        self.progress = tqdm(
+            total=run.total_steps,
+            initial=run.state.global_step,
+            disable=not run.accelerator.is_local_main_process,
+            desc="dino",
+            dynamic_ncols=True,
+        )
+        self._since = time.perf_counter()
+
+    def record(self, step: int, scalars: Mapping[str, float]) -> None:
+        """Scalars of `step` to TensorBoard and (main process) `metrics.jsonl`."""
+        self.run.accelerator.log(dict(scalars), step=step)
+        if self.run.accelerator.is_main_process:
+            with open(self.metrics_file, "a", encoding="utf-8") as handle:
+                handle.write(json.dumps({"step": step, **scalars}) + "\n")
+
+    def step_done(self, out: StepOutput) -> Optional[Dict[str, float]]:
+        """Count a finished step; every `log_every` steps (and at the last) log its statistics and return them."""
+        self.progress.update(1)
+        step, log_every = self.run.state.global_step, self.run.cfg.log_every
+        if step % log_every and step != self.run.total_steps:
+            return None
+        now = time.perf_counter()
+        elapsed, self._since = now - self._since, now
+        stats = self.statistics(out, steps_done=step % log_every or log_every, seconds=elapsed)
+        self.record(step, stats)
+        self.progress.set_postfix(
+            loss=f"{stats['loss']:.3f}",
+            lr=f"{stats['lr']:.2e}",
+            m=f"{out.teacher_momentum:.4f}",
+            H_t=f"{stats['teacher_entropy']:.2f}",
+            crops_s=f"{stats['crops_per_second']:.0f}",
+        )
+        return stats
+
+    def statistics(self, out: StepOutput, steps_done: int, seconds: float) -> Dict[str, float]:
+        """The logged scalars of a step: the collapse signals, the schedules' values and the throughput of the
+        `steps_done` steps in `seconds`."""
+        run, crops = self.run, self.run.cfg.data.crops
+        with torch.no_grad():
+            stats = dino_statistics(
+                run.dino_loss.teacher_probabilities(out.teacher_logits, out.teacher_temperature),
+                out.student_logits,
+                run.dino_loss.student_temperature,
+                crops.n_global,
+                out.teacher_embeddings,
+                run.dino_loss.center,
             )
-        raise
-    finally:
-        stop.restore()
-    progress.close()
-    if not (checkpoint_dir(output_dir) / f"checkpoint_{state.global_step:08d}").is_dir():
-        checkpoint()
-    check_ranks_agree(accelerator, teacher, dino_loss, output_dir, micro_batch, cfg)
-    if state.num_skipped:
-        accelerator.print(f"skipped {state.num_skipped} unreadable utterance(s) (see the warnings above)")
-    if collapsed:
-        accelerator.print(f"training stopped early: collapse ({collapsed}); exporting the teacher for inspection")
-    final = output_dir / "final"
+        n_crops = crops.n_global + crops.n_local
+        stats.update(
+            loss=float(run.accelerator.reduce(out.loss.detach().float(), "mean")),
+            lr=run.schedules.learning_rate[out.step],
+            weight_decay=run.schedules.weight_decay[out.step],
+            teacher_momentum=out.teacher_momentum,
+            teacher_temperature=out.teacher_temperature,
+            epoch=run.state.epoch,
+            crops_per_second=steps_done * run.cfg.data.batch_size * n_crops / max(seconds, 1e-9),
+            grad_norm=float(out.grad_norm) if out.grad_norm is not None else 0.0,
+            skipped_files=run.state.num_skipped,
+            short_utterances=run.state.num_short,
+        )
+        return {k: float(v) for k, v in stats.items()}
+
+    def close(self) -> None:
+        self.progress.close()
+
+
+def evaluate_teacher(run: DinoRun, log: TrainingLog, evaluator: Evaluator) -> Optional[Mapping[str, object]]:
+    """Run `evaluator` on the current teacher (main process; the others wait) and log its scalars."""
+    accelerator, step = run.accelerator, run.state.global_step
+    result = None
     if accelerator.is_main_process:
-        export_dino(
-            accelerator.unwrap_model(student).model,
-            teacher.model,
-            dino_loss,
-            feature_extractor,
-            cfg,
-            output_dir,
-            summary={
-                "steps": state.global_step,
-                "epochs": state.epoch,
-                "skipped_files": state.num_skipped,
-                "collapse": collapsed,
-            },
-        )
-    if evaluator is not None and evaluated_step != state.global_step:  # every rank: evaluate_teacher holds a barrier
-        evaluate_teacher(accelerator, teacher, feature_extractor, evaluator, state.global_step, metrics_file)
+        model = run.teacher.model.dino_speech
+        model.eval()
+        try:
+            result = evaluator(model, run.feature_extractor)
+        finally:
+            run.teacher.train()
+        scalars = {f"eval/{k}": float(v) for k, v in result.items() if isinstance(v, (int, float))}
+        log.record(step, scalars)
+        accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+    log.evaluated_step = step
     accelerator.wait_for_everyone()
-    accelerator.end_training()
-    return final
+    return result
 
 
-class StoppedBetweenSteps(KeyboardInterrupt):
-    """The stop a `GracefulStop` asked for, taken after a whole step (its checkpoint is saved)."""
+# --------------------------------------------------------------------------------------------- the loop
 
 
-class GracefulStop:
-    """Ctrl-C and SIGTERM (what schedulers and `kill` send) ask the loop to stop after the step in progress, so a
-    checkpoint only ever holds whole steps (a forward pass cut short has already moved the student's BatchNorm
-    statistics). A second signal stops at once and keeps the last periodic checkpoint. `install` takes over the
-    two signals; `restore` gives back the previous handlers."""
-
-    def __init__(self) -> None:
-        self.signal: Optional[int] = None
-        self._previous: dict = {}
-
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-
-    def restore(self) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
-        self._previous.clear()
-
-    def _handle(self, signum, frame) -> None:
-        if self.signal is not None:
-            raise KeyboardInterrupt(f"signal {signum}")
-        self.signal = signum
-        print(
-            f"\n{signal.Signals(signum).name}: stopping after the step in progress (again to stop at once)",
-            file=sys.stderr,
-            flush=True,
+def after_step(
+    run: DinoRun, log: TrainingLog, out: StepOutput, evaluator: Optional[Evaluator], stop: GracefulStop
+) -> Optional[str]:
+    """Log a finished step, watch for collapse, evaluate, checkpoint, and stop if asked to; returns the collapse
+    kind when the recipe stops on it."""
+    cfg, step = run.cfg, run.state.global_step
+    stats = log.step_done(out)
+    if stats is not None:
+        kind = run.monitor.update(stats, step)
+        if kind and cfg.monitor.collapse_action == "stop":
+            return kind
+    if evaluator is not None and cfg.eval.every_steps and step % cfg.eval.every_steps == 0:
+        evaluate_teacher(run, log, evaluator)
+    saved = bool(cfg.save_every) and step % cfg.save_every == 0
+    if saved:
+        save_dino_checkpoint(run)
+    if stop.requested(run.accelerator):
+        log.close()
+        run.accelerator.print(
+            f"interrupted at step {step}: saving a checkpoint to resume from (train.py dino ... --resume)"
         )
+        if not saved:
+            save_dino_checkpoint(run)
+        raise StoppedBetweenSteps(f"stopped after step {step}")
+    return None
 
-    def requested(self, accelerator) -> bool:
-        """Whether any process was signalled: all ranks must stop after the same step."""
-        flag = self.signal is not None
-        if accelerator.num_processes > 1:
-            flag = bool(accelerator.reduce(torch.tensor(float(flag), device=accelerator.device), "max").item())
-        return flag
+
+def train_loop(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], stop: GracefulStop) -> Optional[str]:
+    """Optimiser steps from where `run.state` stands to `run.total_steps`, epoch after epoch; returns the collapse
+    kind if `monitor.collapse_action: stop` ended it early."""
+    state, grad_accum = run.state, run.cfg.optim.grad_accum
+    while state.global_step < run.total_steps:
+        micro = 0
+        for batch in run.loader(state.epoch, state.batch_in_epoch):
+            if state.global_step >= run.total_steps:
+                break
+            crops = crops_of(run, batch)
+            if crops is None:
+                continue
+            sync = (micro + 1) % grad_accum == 0
+            out = train_step(run, *crops, sync=sync)
+            micro = 0 if sync else micro + 1
+            if not sync:
+                continue
+            collapsed = after_step(run, log, out, evaluator, stop)
+            if collapsed:
+                return collapsed
+        else:
+            state.epoch += 1
+            state.batch_in_epoch = 0
+    return None
 
 
 def state_digest(*modules: nn.Module) -> str:
@@ -545,42 +569,80 @@ def state_digest(*modules: nn.Module) -> str:
     return digest.hexdigest()
 
 
-def check_ranks_agree(
-    accelerator, teacher: nn.Module, dino_loss: DINOLoss, output_dir: Path, micro_batch: int, cfg: DinoTrainConfig
-) -> None:
+def check_ranks_agree(run: DinoRun) -> None:
     """Every process must end with the same teacher and centre; a divergence is a bug worth stopping for."""
     from accelerate.utils import gather_object
 
-    digests = gather_object([state_digest(teacher, dino_loss)])
+    accelerator = run.accelerator
+    digests = gather_object([state_digest(run.teacher, run.dino_loss)])
     if accelerator.is_main_process:
         report = {
             "num_processes": accelerator.num_processes,
-            "micro_batch_per_process": micro_batch,
-            "grad_accum": cfg.optim.grad_accum,
-            "effective_batch": micro_batch * accelerator.num_processes * cfg.optim.grad_accum,
+            "micro_batch_per_process": run.micro_batch,
+            "grad_accum": run.cfg.optim.grad_accum,
+            "effective_batch": run.micro_batch * accelerator.num_processes * run.cfg.optim.grad_accum,
             "teacher_and_centre_digests": digests,
         }
-        (output_dir / "distributed_check.json").write_text(json.dumps(report, indent=1))
+        write_text_atomic(run.output_dir / "distributed_check.json", json.dumps(report, indent=1))
     if len(set(digests)) > 1:
         raise RuntimeError(f"teacher/centre differ across processes after training: {digests}")
 
 
-def evaluate_teacher(
-    accelerator, teacher: MultiCropWrapper, feature_extractor, evaluator: Evaluator, step: int, metrics_file: Path
-) -> Optional[Mapping[str, object]]:
-    """Run `evaluator` on the current teacher (main process; the others wait) and log its scalars."""
-    result = None
+def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], collapsed: Optional[str]) -> Path:
+    """Checkpoint the last step, check the processes agree, export the teacher and evaluate it a last time."""
+    from .export import export_dino
+
+    accelerator, state = run.accelerator, run.state
+    if not checkpoint_path(run.output_dir, state.global_step).is_dir():
+        save_dino_checkpoint(run)
+    check_ranks_agree(run)
+    if state.num_skipped:
+        accelerator.print(f"skipped {state.num_skipped} unreadable utterance(s) (see the warnings above)")
+    if collapsed:
+        accelerator.print(f"training stopped early: collapse ({collapsed}); exporting the teacher for inspection")
     if accelerator.is_main_process:
-        model = teacher.model.dino_speech
-        model.eval()
-        try:
-            result = evaluator(model, feature_extractor)
-        finally:
-            teacher.train()
-        scalars = {f"eval/{k}": float(v) for k, v in result.items() if isinstance(v, (int, float))}
-        accelerator.log(scalars, step=step)
-        with open(metrics_file, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps({"step": step, **scalars}) + "\n")
-        accelerator.print(f"step {step}: " + ", ".join(f"{k} {v:.4g}" for k, v in scalars.items()))
+        export_dino(
+            accelerator.unwrap_model(run.student).model,
+            run.teacher.model,
+            run.dino_loss,
+            run.feature_extractor,
+            run.cfg,
+            run.output_dir,
+            summary={
+                "steps": state.global_step,
+                "epochs": state.epoch,
+                "skipped_files": state.num_skipped,
+                "collapse": collapsed,
+            },
+        )
+    if evaluator is not None and log.evaluated_step != state.global_step:  # every rank: it holds a barrier
+        evaluate_teacher(run, log, evaluator)
     accelerator.wait_for_everyone()
-    return result
+    accelerator.end_training()
+    return run.output_dir / "final"
+
+
+def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[Evaluator] = None) -> Path:
+    """Run (or resume) DINO pre-training; returns the export folder `<output_dir>/final`.
+
+    Args:
+        evaluator: evaluates the teacher every `cfg.eval.every_steps` steps and at the end (see `Evaluator`).
+    """
+    run = set_up(cfg, resume)
+    log = TrainingLog(run)
+    stop = GracefulStop()
+    stop.install()
+    try:
+        collapsed = train_loop(run, log, evaluator, stop)
+    except KeyboardInterrupt as interrupt:
+        log.close()
+        if not isinstance(interrupt, StoppedBetweenSteps):
+            run.accelerator.print(
+                f"stopped inside step {run.state.global_step + 1}: not saved (a partial step); --resume "
+                "continues from the newest checkpoint"
+            )
+        raise
+    finally:
+        stop.restore()
+    log.close()
+    return finish(run, log, evaluator, collapsed)

@@ -2,7 +2,7 @@
 
 `<output_dir>/final` holds the teacher's embedding model (`AutoModel.from_pretrained`), its feature extractor
 and a model card; `<output_dir>/pretraining` holds student, teacher (with DINO heads) and the DINO centre for
-continued training. Both are written to a temporary folder and renamed into place.
+continued training. Both are written to a staging folder and renamed into place (`utils.atomic`).
 """
 
 from __future__ import annotations
@@ -10,30 +10,14 @@ from __future__ import annotations
 import json
 import logging
 import os
-import shutil
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 from safetensors.torch import save_file
 
+from ..utils.atomic import write_folder_atomically
+
 logger = logging.getLogger(__name__)
-
-
-def write_atomically(target: Path, fill: Callable[[Path], None]) -> Path:
-    """Create `target` (a folder) by filling a hidden sibling and renaming it over any previous version."""
-    tmp = target.parent / f".tmp-{target.name}"
-    old = target.parent / f".old-{target.name}"
-    if old.exists() and not target.exists():  # a crash between the two renames of an earlier call
-        os.replace(old, target)
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(tmp, target)
-    shutil.rmtree(old, ignore_errors=True)
-    return target
 
 
 def write_model_card(folder: Path, title: str, summary: dict, results: Optional[dict] = None) -> None:
@@ -69,8 +53,8 @@ def export_dino(student, teacher, dino_loss, feature_extractor, cfg, output_dir:
         save_file({"center": dino_loss.center.detach().cpu().contiguous()}, str(folder / "dino_loss.safetensors"))
         save_config(cfg, folder / "recipe.yaml")
 
-    final = write_atomically(output_dir / "final", fill_final)
-    write_atomically(output_dir / "pretraining", fill_pretraining)
+    final = write_folder_atomically(output_dir / "final", fill_final)
+    write_folder_atomically(output_dir / "pretraining", fill_pretraining)
     logger.info("exported the teacher to %s", final)
     if getattr(cfg, "push_to_hub", False):
         push(final, cfg.hub_model_id, private=getattr(cfg, "hub_private", False))

@@ -11,9 +11,12 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 import torch
+
+if TYPE_CHECKING:
+    from .config import MonitorConfig
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +104,11 @@ class CollapseMonitor:
     min_embedding_std: float = 1e-4
     streaks: Dict[str, int] = field(default_factory=lambda: {k: 0 for k in CAUSES})
     reported: List[str] = field(default_factory=list)
+
+    @classmethod
+    def from_config(cls, config: MonitorConfig) -> CollapseMonitor:
+        """The monitor with the thresholds of a recipe's `monitor` section (its `collapse_action` is the loop's)."""
+        return cls(config.patience, config.min_batch_entropy, config.max_sample_entropy, config.min_embedding_std)
 
     def update(self, stats: Dict[str, float], step: int) -> Optional[str]:
         """Feed one step's statistics; returns the collapse kind the first time it is confirmed."""

@@ -4,30 +4,33 @@ Each round: embed the whole training pool with the current model, cluster the em
 `DinoSpeechForXVector` (AAM-softmax) on the cluster labels (first the new classifier, then the whole network),
 and start the next round from it. Round r writes `<output_dir>/round_<r>/` with `embeddings.npy`,
 `pseudo_labels.csv`, `clustering_report.json`, `report.json` and `final/`.
+
+A run resumes by round: with `--resume`, a round whose `final/` and `report.json` exist is reused, and an
+interrupted round is done again. Ctrl-C or SIGTERM during the AAM-softmax training stops after the step in
+progress (`training.interrupt`).
 """
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 import torch
 
 from ..configuration_dino_speech import DinoSpeechConfig
-from ..data.augment import AugmentConfig
-from ..data.multicrop import MultiCropConfig
+from ..utils.atomic import atomic_path, write_folder_atomically, write_text_atomic
 from .clustering import ClusteringConfig
-from .config import EvalConfig, save_config
+from .config import DataConfig, EvalConfig
+from .interrupt import GracefulStop, StoppedBetweenSteps
 from .schedules import cosine_scheduler
-
-if TYPE_CHECKING:
-    from .dino import Evaluator
+from .setup import Evaluator, build_training_dataset, start_run
 
 logger = logging.getLogger(__name__)
 
@@ -55,26 +58,62 @@ class SupervisedConfig:
     crop_seconds: float = 3.0
 
 
+#: `data` settings that shape DINO's multi-crop batches and mean nothing here, with what takes their place.
+_NOT_FOR_PSEUDO_LABELS = {
+    "batch_size": "supervised.batch_size and embed_batch_size are the batch sizes",
+    "streaming": "every round embeds the whole pool, which needs a map-style dataset",
+    "crops.n_global": "the AAM-softmax training cuts one crop of supervised.crop_seconds per utterance",
+    "crops.global_seconds": "the crop length is supervised.crop_seconds",
+    "crops.n_local": "the AAM-softmax training has no local crops",
+    "crops.local_seconds": "the AAM-softmax training has no local crops",
+}
+
+
+def check_data_section(data: DataConfig) -> None:
+    """Refuse `data` settings that pseudo-labelling would otherwise ignore (see `PseudoLabelConfig`)."""
+    default = DataConfig()
+
+    def value(config: DataConfig, name: str) -> Any:
+        section, _, leaf = name.rpartition(".")
+        return getattr(getattr(config, section) if section else config, leaf)
+
+    offending = [name for name in _NOT_FOR_PSEUDO_LABELS if value(data, name) != value(default, name)]
+    if offending:
+        raise ValueError(
+            "pseudo-labelling does not use "
+            + "; ".join(f"data.{name}={value(data, name)!r} ({_NOT_FOR_PSEUDO_LABELS[name]})" for name in offending)
+            + ": remove the setting from the recipe"
+        )
+
+
 @dataclass
 class PseudoLabelConfig:
+    """Everything `train.py pseudo-label` needs; `configs/pseudo_label_*.yaml` are instances of this.
+
+    `data` is the section DINO recipes have, and means the same here: the pool (`corpus`, `train`; a `speaker`
+    column, if present, is used only to score the clusters), `num_workers`, `augmentation` and `augment`, and the
+    crops' policies `crops.min_duration` (shorter utterances are left out of the pool: not embedded, clustered
+    or trained on), `crops.on_error`, `crops.vad`, `crops.vad_threshold_db` and `crops.drop_silent`. The rest
+    shapes DINO's multi-crop batches: `batch_size`, `streaming` and the crop counts and lengths must keep their
+    defaults (an error names the setting that takes their place).
+    """
+
     init: str = ""
     """The DINO export to start from (`<dino output_dir>/final`)."""
     output_dir: str = "runs/pseudo_label"
     rounds: int = 2
     seed: int = 0
-    train: str = ""
-    """The unlabeled pool (manifest CSV); a `speaker` column, if present, is used only to score the clusters."""
-    corpus: str = "manifest"
-    num_workers: int = 1
+    data: DataConfig = field(default_factory=DataConfig)
     embed_batch_size: int = 32
-    augmentation: bool = True
-    augment: AugmentConfig = field(default_factory=AugmentConfig)
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     mixed_precision: str = "auto"
     num_threads: int = 0
     log_every: int = 20
+
+    def __post_init__(self) -> None:
+        check_data_section(self.data)
 
 
 def extract_embeddings(accelerator, model, feature_extractor, paths: List[str], batch_size: int) -> np.ndarray:
@@ -109,7 +148,11 @@ def train_on_pseudo_labels(
     cfg: PseudoLabelConfig,
     round_index: int,
 ) -> Dict[str, float]:
-    """Train `model` (a `DinoSpeechForXVector`) on `labels` for `paths`; returns the last logged scalars."""
+    """Train `model` (a `DinoSpeechForXVector`) on `labels` for `paths`; returns the last logged scalars.
+
+    Raises:
+        StoppedBetweenSteps: after the step in progress when Ctrl-C or SIGTERM arrived (`training.interrupt`).
+    """
     from tqdm.auto import tqdm
 
     from ..data.multicrop import build_multicrop_dataloader
@@ -117,8 +160,9 @@ def train_on_pseudo_labels(
     sup = cfg.supervised
     world = accelerator.num_processes
     micro_batch = max(sup.batch_size // world, 1)
-    crop = MultiCropConfig(n_global=1, global_seconds=sup.crop_seconds, n_local=0)
-    augment = cfg.augment if cfg.augmentation else None
+    # The data section's file policies, one global crop: the pool was already cut to min_duration.
+    crop = dataclasses.replace(cfg.data.crops, n_global=1, global_seconds=sup.crop_seconds, n_local=0, min_duration=0.0)
+    augment = cfg.data.augment if cfg.data.augmentation else None
     labels_t = torch.as_tensor(labels, dtype=torch.long)
     total = sup.head_steps + sup.steps
     backbone = model.dino_speech
@@ -129,7 +173,60 @@ def train_on_pseudo_labels(
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     lr = cosine_scheduler(sup.lr, sup.min_lr, max(sup.steps, 1), sup.warmup_steps)
-    step, epoch, stats = 0, 0, {}
+
+    def loader(epoch: int):
+        return build_multicrop_dataloader(
+            paths,
+            crop,
+            augment,
+            feature_extractor,
+            batch_size=micro_batch,
+            num_workers=cfg.data.num_workers,
+            seed=cfg.seed + 1000 * round_index,
+            epoch=epoch,
+            num_replicas=world,
+            rank=accelerator.process_index,
+        )
+
+    def batches():
+        epoch = 0
+        while True:
+            yield from loader(epoch)
+            epoch += 1
+
+    def train_step(step: int, batch: Dict[str, Any]):
+        """Optimiser step `step` (from 0); returns the model's output and the batch's labels."""
+        head_only = step < sup.head_steps
+        # requires_grad stays on everywhere (DDP needs a fixed set of parameters); the frozen stage just
+        # gives the backbone no learning rate and no statistics updates.
+        backbone.train(not head_only)
+        optimizer.param_groups[0]["lr"] = sup.head_lr if head_only else float(lr[step - sup.head_steps])
+        optimizer.param_groups[1]["lr"] = 0.0 if head_only else float(lr[step - sup.head_steps])
+        unwrapped.classifier.margin = sup.margin * min(1.0, step / max(sup.margin_warmup_steps, 1))
+        feats = batch["global_features"][0].to(accelerator.device)
+        target = labels_t[batch["index"]].to(accelerator.device)
+        with accelerator.autocast():
+            out = model(input_features=feats, labels=target)
+        accelerator.backward(out.loss)
+        if sup.clip_grad:
+            accelerator.clip_grad_norm_(model.parameters(), sup.clip_grad)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        return out, target
+
+    def log(done: int, out, target) -> Dict[str, float]:
+        accuracy = (out.logits.argmax(-1) == target).float().mean()
+        stats = {
+            "loss": float(accelerator.reduce(out.loss.detach().float(), "mean")),
+            "accuracy": float(accelerator.reduce(accuracy, "mean")),
+            "margin": unwrapped.classifier.margin,
+            "lr": optimizer.param_groups[1]["lr"],
+        }
+        progress.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
+        accelerator.log({f"round_{round_index}/{k}": v for k, v in stats.items()}, step=done)
+        return stats
+
+    stats: Dict[str, float] = {}
     progress = tqdm(
         total=total,
         desc=f"round {round_index}: AAM-softmax",
@@ -137,54 +234,124 @@ def train_on_pseudo_labels(
         dynamic_ncols=True,
     )
     model.train()
-    while step < total:
-        loader = build_multicrop_dataloader(
-            paths,
-            crop,
-            augment,
-            feature_extractor,
-            batch_size=micro_batch,
-            num_workers=cfg.num_workers,
-            seed=cfg.seed + 1000 * round_index,
-            epoch=epoch,
-            num_replicas=world,
-            rank=accelerator.process_index,
-        )
-        for batch in loader:
-            if step >= total:
-                break
-            head_only = step < sup.head_steps
-            # requires_grad stays on everywhere (DDP needs a fixed set of parameters); the frozen stage just
-            # gives the backbone no learning rate and no statistics updates.
-            backbone.train(not head_only)
-            optimizer.param_groups[0]["lr"] = sup.head_lr if head_only else float(lr[step - sup.head_steps])
-            optimizer.param_groups[1]["lr"] = 0.0 if head_only else float(lr[step - sup.head_steps])
-            unwrapped.classifier.margin = sup.margin * min(1.0, step / max(sup.margin_warmup_steps, 1))
-            feats = batch["global_features"][0].to(accelerator.device)
-            target = labels_t[batch["index"]].to(accelerator.device)
-            with accelerator.autocast():
-                out = model(input_features=feats, labels=target)
-            accelerator.backward(out.loss)
-            if sup.clip_grad:
-                accelerator.clip_grad_norm_(model.parameters(), sup.clip_grad)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
+    stop = GracefulStop()
+    stop.install()
+    try:
+        for done, batch in zip(range(1, total + 1), batches()):
+            out, target = train_step(done - 1, batch)
             progress.update(1)
-            if step % cfg.log_every == 0 or step == total:
-                accuracy = (out.logits.argmax(-1) == target).float().mean()
-                stats = {
-                    "loss": float(accelerator.reduce(out.loss.detach().float(), "mean")),
-                    "accuracy": float(accelerator.reduce(accuracy, "mean")),
-                    "margin": unwrapped.classifier.margin,
-                    "lr": optimizer.param_groups[1]["lr"],
-                }
-                progress.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
-                accelerator.log({f"round_{round_index}/{k}": v for k, v in stats.items()}, step=step)
-        epoch += 1
-    progress.close()
+            if done % cfg.log_every == 0 or done == total:
+                stats = log(done, out, target)
+            if stop.requested(accelerator):
+                progress.close()
+                accelerator.print(
+                    f"interrupted at step {done} of round {round_index}'s AAM-softmax training: "
+                    f"--resume starts round {round_index} again"
+                )
+                raise StoppedBetweenSteps(f"stopped after step {done} of round {round_index}")
+    finally:
+        stop.restore()
+        progress.close()
     unwrapped.classifier.margin = sup.margin
     return stats
+
+
+def _round_is_done(round_dir: Path) -> bool:
+    return (round_dir / "final" / "config.json").exists() and (round_dir / "report.json").exists()
+
+
+def _write_clustering(round_dir: Path, paths: Sequence[str], embeddings: np.ndarray, result, report: dict) -> None:
+    round_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(round_dir / "embeddings.npy") as tmp:
+        np.save(tmp, embeddings)
+    with atomic_path(round_dir / "pseudo_labels.csv") as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "pseudo_label"])
+        writer.writerows(zip(paths, result.labels.tolist()))
+    write_text_atomic(round_dir / "clustering_report.json", json.dumps(report, indent=1, default=float))
+
+
+def run_round(
+    accelerator,
+    cfg: PseudoLabelConfig,
+    r: int,
+    current: Path,
+    paths: List[str],
+    true_speakers: Optional[List[str]],
+    feature_extractor,
+    evaluator: Optional[Evaluator],
+) -> dict:
+    """Round `r` from the model in `current`: embed, cluster, train on the clusters, save; returns its report."""
+    from ..modeling_dino_speech import DinoSpeechForXVector, DinoSpeechModel
+    from .clustering import cluster_embeddings, clustering_report
+    from .export import write_model_card
+
+    round_dir = Path(cfg.output_dir) / f"round_{r}"
+    started = time.perf_counter()
+    embedder = DinoSpeechModel.from_pretrained(current).to(accelerator.device).eval()
+    embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
+    result = cluster_embeddings(embeddings, cfg.clustering)
+    report = clustering_report(result, true_speakers)
+    kept = np.flatnonzero(result.labels >= 0)
+    if result.n_clusters < 2:
+        raise RuntimeError(
+            f"round {r}: clustering found {result.n_clusters} cluster(s) in {len(paths)} "
+            "utterances; lower clustering.similarity_threshold or min_cluster_size"
+        )
+    accelerator.print(
+        f"round {r}: {result.n_clusters} clusters, kept {report['kept_fraction']:.1%} of "
+        f"{len(paths)} utterances"
+        + (f", purity {report['purity']:.3f}, NMI {report['nmi']:.3f}" if "purity" in report else "")
+    )
+    if accelerator.is_main_process:
+        _write_clustering(round_dir, paths, embeddings, result, report)
+
+    config = DinoSpeechConfig.from_pretrained(current)
+    config.num_labels = int(result.n_clusters)
+    config.aam_margin, config.aam_scale = cfg.supervised.margin, cfg.supervised.scale
+    config.aam_subcenters = cfg.supervised.subcenters
+    config.architectures = None
+    model = DinoSpeechForXVector(config)
+    model.dino_speech.load_state_dict(embedder.state_dict())
+    del embedder
+    stats = train_on_pseudo_labels(
+        accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
+    )
+    model = accelerator.unwrap_model(model).eval()
+    round_report = {
+        "round": r,
+        "clusters": int(result.n_clusters),
+        "kept_fraction": report["kept_fraction"],
+        **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
+        "train_loss": stats.get("loss"),
+        "train_accuracy": stats.get("accuracy"),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+    if evaluator is not None and accelerator.is_main_process:
+        metrics = evaluator(model.dino_speech, feature_extractor)
+        round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+    if accelerator.is_main_process:
+
+        def fill(folder: Path) -> None:
+            model.save_pretrained(folder)
+            feature_extractor.save_pretrained(folder)
+            write_model_card(
+                folder,
+                f"DINO + pseudo-label round {r} speech embeddings",
+                {
+                    "method": "DINO then iterative pseudo-labelling (AAM-softmax)",
+                    "round": r,
+                    "initialised_from": str(current),
+                    **round_report,
+                },
+            )
+
+        write_folder_atomically(round_dir / "final", fill)
+        # last: with final/ it marks the round as done
+        write_text_atomic(round_dir / "report.json", json.dumps(round_report, indent=1, default=float))
+    accelerator.wait_for_everyone()
+    accelerator.print(f"round {r}: " + json.dumps(round_report, default=float))
+    return round_report
 
 
 def run_pseudo_labelling(
@@ -193,115 +360,27 @@ def run_pseudo_labelling(
     """Run all rounds; returns each round's report. With `resume`, rounds whose `final/` exists are reused.
 
     Args:
-        evaluator: scores each round's model (see `training.dino.Evaluator`); its scalars join the round's report.
+        evaluator: scores each round's model (see `training.setup.Evaluator`); its scalars join the round's report.
     """
-    from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
-
+    from ..data.multicrop import filter_min_duration
     from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
-    from ..modeling_dino_speech import DinoSpeechForXVector, DinoSpeechModel
-    from .clustering import cluster_embeddings, clustering_report
-    from .dino import build_training_dataset, resolve_mixed_precision
-    from .export import write_atomically, write_model_card
 
     if not cfg.init:
         raise ValueError("pseudo-labelling starts from a DINO export: set init (or pass --init DIR)")
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
-    output_dir = Path(cfg.output_dir)
-    accelerator = Accelerator(
-        mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
-        log_with="tensorboard",
-        project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
-    )
-    set_seed(cfg.seed)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir / "recipe.yaml")
-    accelerator.init_trackers("pseudo_label")
-    pool = build_training_dataset(cfg.corpus, cfg.train)
+    accelerator = start_run(cfg, "pseudo_label")
+    pool = filter_min_duration(build_training_dataset(cfg.data), cfg.data.crops.min_duration)
     paths = list(pool["path"])
     true_speakers = list(pool["speaker"]) if "speaker" in pool.column_names else None
     feature_extractor = DinoSpeechFeatureExtractor.from_pretrained(cfg.init)
     current = Path(cfg.init)
     reports = []
     for r in range(1, cfg.rounds + 1):
-        round_dir = output_dir / f"round_{r}"
-        if resume and (round_dir / "final" / "config.json").exists() and (round_dir / "report.json").exists():
+        round_dir = Path(cfg.output_dir) / f"round_{r}"
+        if resume and _round_is_done(round_dir):
             accelerator.print(f"round {r}: reusing {round_dir / 'final'}")
             reports.append(json.loads((round_dir / "report.json").read_text()))
-            current = round_dir / "final"
-            continue
-        started = time.perf_counter()
-        embedder = DinoSpeechModel.from_pretrained(current).to(accelerator.device).eval()
-        embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
-        result = cluster_embeddings(embeddings, cfg.clustering)
-        report = clustering_report(result, true_speakers)
-        kept = np.flatnonzero(result.labels >= 0)
-        if result.n_clusters < 2:
-            raise RuntimeError(
-                f"round {r}: clustering found {result.n_clusters} cluster(s) in {len(paths)} "
-                "utterances; lower clustering.similarity_threshold or min_cluster_size"
-            )
-        accelerator.print(
-            f"round {r}: {result.n_clusters} clusters, kept {report['kept_fraction']:.1%} of "
-            f"{len(paths)} utterances"
-            + (f", purity {report['purity']:.3f}, NMI {report['nmi']:.3f}" if "purity" in report else "")
-        )
-        if accelerator.is_main_process:
-            round_dir.mkdir(parents=True, exist_ok=True)
-            np.save(round_dir / "embeddings.npy", embeddings)
-            with open(round_dir / "pseudo_labels.csv", "w", newline="", encoding="utf-8") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["path", "pseudo_label"])
-                writer.writerows(zip(paths, result.labels.tolist()))
-            (round_dir / "clustering_report.json").write_text(json.dumps(report, indent=1, default=float))
-
-        config = DinoSpeechConfig.from_pretrained(current)
-        config.num_labels = int(result.n_clusters)
-        config.aam_margin, config.aam_scale = cfg.supervised.margin, cfg.supervised.scale
-        config.aam_subcenters = cfg.supervised.subcenters
-        config.architectures = None
-        model = DinoSpeechForXVector(config)
-        model.dino_speech.load_state_dict(embedder.state_dict())
-        del embedder
-        stats = train_on_pseudo_labels(
-            accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
-        )
-        model = accelerator.unwrap_model(model).eval()
-        round_report = {
-            "round": r,
-            "clusters": int(result.n_clusters),
-            "kept_fraction": report["kept_fraction"],
-            **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
-            "train_loss": stats.get("loss"),
-            "train_accuracy": stats.get("accuracy"),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        if evaluator is not None and accelerator.is_main_process:
-            metrics = evaluator(model.dino_speech, feature_extractor)
-            round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
-        if accelerator.is_main_process:
-
-            def fill(folder: Path) -> None:
-                model.save_pretrained(folder)
-                feature_extractor.save_pretrained(folder)
-                write_model_card(
-                    folder,
-                    f"DINO + pseudo-label round {r} speech embeddings",
-                    {
-                        "method": "DINO then iterative pseudo-labelling (AAM-softmax)",
-                        "round": r,
-                        "initialised_from": str(current),
-                        **round_report,
-                    },
-                )
-
-            write_atomically(round_dir / "final", fill)
-            (round_dir / "report.json").write_text(json.dumps(round_report, indent=1, default=float))
-        accelerator.wait_for_everyone()
-        accelerator.print(f"round {r}: " + json.dumps(round_report, default=float))
-        reports.append(round_report)
+        else:
+            reports.append(run_round(accelerator, cfg, r, current, paths, true_speakers, feature_extractor, evaluator))
         current = round_dir / "final"
     accelerator.end_training()
     return reports

@@ -1,0 +1,1 @@
+"""Small helpers the package's layers share (nothing here imports the rest of the package)."""
