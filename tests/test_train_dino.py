@@ -332,3 +332,40 @@ def test_telephone_band_model_trains_and_embeds_at_8khz(corpus, tmp_path):
     with torch.no_grad():
         direct = model(**fe(load_audio(paths[0], 8000), sampling_rate=8000, return_tensors="pt")).embeddings[0]
     torch.testing.assert_close(torch.from_numpy(embeddings[0]), direct, atol=1e-4, rtol=1e-4)
+
+
+@pytest.mark.slow
+def test_koleo_is_logged_and_the_export_carries_a_whitening(corpus, tmp_path):
+    from transformers import AutoFeatureExtractor, AutoModel
+
+    import modeling_dino_speech  # noqa: F401
+
+    out = tmp_path / "run"
+    result = run_train(
+        common(
+            corpus,
+            out,
+            3,
+            ["dino.koleo_weight=0.1", "export.whitening=true", "export.whitening_utterances=16", "save_every=0"],
+        )
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    logged = [row["koleo"] for row in rows if "loss" in row]
+    # nearest-neighbour distances of unit vectors are at most 2: the KoLeo term is at least -log 2
+    assert len(logged) == 3 and all(-0.6932 <= k < 10 for k in logged)
+    summary = json.loads((out / "final" / "training_summary.json").read_text())
+    assert summary["whitening_utterances"] == 16 and summary["pool_effective_rank"] > 1
+    model = AutoModel.from_pretrained(out / "final").eval()
+    assert model.config.embedding_whitening and model.whitening is not None
+    assert not torch.equal(model.whitening.transform, torch.eye(model.config.embedding_size))
+    # the checkpoint to continue training from keeps the teacher as trained, without the whitening
+    teacher_config = json.loads((out / "pretraining" / "teacher" / "config.json").read_text())
+    assert not teacher_config.get("embedding_whitening", False)
+    fe = AutoFeatureExtractor.from_pretrained(out / "final")
+    import soundfile as sf
+
+    wave, rate = sf.read(sorted(Path(corpus).parent.rglob("*.wav"))[0], dtype="float32")
+    with torch.no_grad():
+        embedding = model(**fe(wave, sampling_rate=rate, return_tensors="pt")).embeddings
+    assert torch.isfinite(embedding).all()

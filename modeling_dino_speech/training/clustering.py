@@ -69,7 +69,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Literal, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Literal, Mapping, Optional, Sequence
 
 import numpy as np
 import scipy.sparse as sp
@@ -855,12 +855,18 @@ def _cluster(
 # ---------------------------------------------------------------------------------------------- report
 
 
-def clustering_report(result: ClusteringResult, true_labels: Sequence[Any] | np.ndarray | None = None) -> dict:
+def clustering_report(
+    result: ClusteringResult,
+    true_labels: Sequence[Any] | np.ndarray | None = None,
+    subsets: Optional[Mapping[str, np.ndarray]] = None,
+) -> dict:
     """JSON-ready summary of a clustering, with agreement to true labels when they exist.
 
     Args:
         result: the output of :func:`cluster_embeddings`.
         true_labels: (N,) true speaker labels (any hashable type), or None.
+        subsets: named (N,) boolean masks (e.g. the real recordings of a pool that also holds synthetic voices):
+            the agreement is reported on each subset too, under ``subsets``.
     Returns:
         dict with n_points, n_clusters, n_kept, kept_fraction, cluster_size_{min,max,mean,median}, the
         stage counts and timings; with true labels also n_true_classes, n_true_classes_kept, and over the
@@ -889,17 +895,34 @@ def clustering_report(result: ClusteringResult, true_labels: Sequence[Any] | np.
     truth = np.asarray(true_labels)
     if truth.ndim != 1 or truth.shape[0] != labels.shape[0]:
         raise ValueError(f"clustering_report: true_labels must have shape ({labels.shape[0]},), got {truth.shape}")
+    report.update(_agreement(labels, truth))
+    if subsets:
+        report["subsets"] = {}
+        for name, mask in subsets.items():
+            mask = np.asarray(mask, dtype=bool)
+            if mask.shape != labels.shape:
+                raise ValueError(f"clustering_report: subset {name!r} must have shape {labels.shape}, got {mask.shape}")
+            part = {"n_points": int(mask.sum()), "n_kept": int((kept & mask).sum())}
+            part["kept_fraction"] = part["n_kept"] / part["n_points"] if part["n_points"] else None
+            report["subsets"][name] = {**part, **_agreement(labels[mask], truth[mask])}
+    return report
+
+
+def _agreement(labels: np.ndarray, truth: np.ndarray) -> dict:
+    """Class counts and purity / inverse purity / NMI / ARI of the kept points (labels >= 0) against `truth`."""
+    kept = labels >= 0
     _, truth_ids = np.unique(truth, return_inverse=True)
-    report["n_true_classes"] = int(truth_ids.max()) + 1
-    report["n_true_classes_kept"] = int(np.unique(truth_ids[kept]).size)
+    out: dict[str, Any] = {
+        "n_true_classes": int(truth_ids.max()) + 1 if truth_ids.size else 0,
+        "n_true_classes_kept": int(np.unique(truth_ids[kept]).size),
+    }
     if not kept.any():
-        report.update(purity=None, inverse_purity=None, nmi=None, ari=None)
-        return report
+        return {**out, "purity": None, "inverse_purity": None, "nmi": None, "ari": None}
     t, c = truth_ids[kept], labels[kept]
     table = contingency_matrix(t, c, sparse=True)  # (classes, clusters)
     n_kept = float(kept.sum())
-    report["purity"] = float(table.max(axis=0).toarray().sum() / n_kept)
-    report["inverse_purity"] = float(table.max(axis=1).toarray().sum() / n_kept)
-    report["nmi"] = float(normalized_mutual_info_score(t, c))
-    report["ari"] = float(adjusted_rand_score(t, c))
-    return report
+    out["purity"] = float(table.max(axis=0).toarray().sum() / n_kept)
+    out["inverse_purity"] = float(table.max(axis=1).toarray().sum() / n_kept)
+    out["nmi"] = float(normalized_mutual_info_score(t, c))
+    out["ari"] = float(adjusted_rand_score(t, c))
+    return out

@@ -64,6 +64,20 @@ class DinoConfig:
     center_momentum: float = 0.9
     teacher_momentum: float = 0.996
     teacher_momentum_end: float = 1.0
+    koleo_weight: float = 0.0
+    """Weight of the KoLeo regulariser (DINOv2) on the student's embeddings of each global view, against
+    dimensional collapse; 0 is the paper's plain DINO."""
+
+
+@dataclass
+class ExportConfig:
+    """What the exported model carries beyond the trained weights."""
+
+    whitening: bool = False
+    """Store a PCA whitening of the embeddings, estimated without labels on the training pool
+    (`training.whitening`), in the exported `final/` model."""
+    whitening_utterances: int = 2000
+    """Pool utterances (a seeded random sample) the whitening is estimated on."""
 
 
 @dataclass
@@ -101,6 +115,7 @@ class DinoTrainConfig:
     dino: DinoConfig = field(default_factory=DinoConfig)
     monitor: MonitorConfig = field(default_factory=MonitorConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
     mixed_precision: str = "auto"
     """`auto` (bf16 on a GPU that supports it, else fp16 on GPU, none on CPU), `no`, `fp16`, `bf16`."""
     num_threads: int = 0

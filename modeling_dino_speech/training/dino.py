@@ -33,7 +33,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..configuration_dino_speech import DinoSpeechConfig
 from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
-from ..losses import DINOLoss
+from ..losses import DINOLoss, KoLeoLoss
 from ..modeling_dino_speech import DinoSpeechForPreTraining
 from ..utils.atomic import write_text_atomic
 from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
@@ -177,6 +177,8 @@ class DinoRun:
     micro_batch: int
     """Utterances per process per micro-batch: `data.batch_size` over processes and `optim.grad_accum`."""
     monitor: CollapseMonitor
+    koleo: Optional[KoLeoLoss] = None
+    """The KoLeo regulariser when `dino.koleo_weight` > 0."""
     total_steps: int = 0
     schedules: Optional[DinoSchedules] = None
     state: TrainState = field(default_factory=TrainState)
@@ -271,6 +273,7 @@ def set_up(cfg: DinoTrainConfig, resume: bool = False) -> DinoRun:
         dataset=build_training_dataset(cfg.data),
         micro_batch=micro_batch,
         monitor=CollapseMonitor.from_config(cfg.monitor),
+        koleo=KoLeoLoss() if cfg.dino.koleo_weight > 0 else None,
     )
     steps_per_epoch = run.steps_per_epoch()
     if steps_per_epoch == 0:
@@ -335,6 +338,8 @@ class StepOutput:
     teacher_embeddings: torch.Tensor
     student_logits: torch.Tensor
     teacher_temperature: float
+    koleo: Optional[torch.Tensor] = None
+    """The KoLeo term (before its weight), when the recipe has one."""
     teacher_momentum: float = 0.0
     grad_norm: Optional[torch.Tensor] = None
 
@@ -370,13 +375,19 @@ def train_step(run: DinoRun, global_crops: torch.Tensor, student_crops: List[tor
         with accelerator.autocast():
             with torch.no_grad():
                 teacher_logits, teacher_embeddings = run.teacher([global_crops])
-            student_logits, _ = run.student(student_crops)
+            student_logits, student_embeddings = run.student(student_crops)
             loss = run.dino_loss(student_logits, teacher_logits, temperature)
+            koleo = None
+            if run.koleo is not None:
+                # per global view, as DINOv2 does: each view's batch is spread on its own
+                views_of = student_embeddings[: global_crops.shape[0]].chunk(run.cfg.data.crops.n_global)
+                koleo = torch.stack([run.koleo(v) for v in views_of]).mean()
+                loss = loss + run.cfg.dino.koleo_weight * koleo
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs")
         accelerator.backward(loss / optim.grad_accum)
     run.dino_loss.update_center(teacher_logits, all_reduce=mean_over_processes)
-    out = StepOutput(step, loss, teacher_logits, teacher_embeddings, student_logits, temperature)
+    out = StepOutput(step, loss, teacher_logits, teacher_embeddings, student_logits, temperature, koleo)
     if not sync:
         return out
 
@@ -478,6 +489,8 @@ class TrainingLog:
             skipped_files=run.state.num_skipped,
             short_utterances=run.state.num_short,
         )
+        if out.koleo is not None:
+            stats["koleo"] = float(run.accelerator.reduce(out.koleo.detach().float(), "mean"))
         return {k: float(v) for k, v in stats.items()}
 
     def close(self) -> None:
@@ -601,6 +614,27 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
     if collapsed:
         accelerator.print(f"training stopped early: collapse ({collapsed}); exporting the teacher for inspection")
     if accelerator.is_main_process:
+        summary = {
+            "steps": state.global_step,
+            "epochs": state.epoch,
+            "skipped_files": state.num_skipped,
+            "collapse": collapsed,
+        }
+        embedding_model = None
+        if run.cfg.export.whitening:
+            from .whitening import whiten_on_pool
+
+            embedding_model = copy.deepcopy(run.teacher.model.dino_speech).eval()
+            summary.update(
+                whiten_on_pool(
+                    embedding_model,
+                    run.feature_extractor,
+                    list(run.dataset["path"]),
+                    run.dataset["duration"] if "duration" in run.dataset.column_names else None,
+                    run.cfg.export.whitening_utterances,
+                    seed=run.cfg.seed,
+                )
+            )
         export_dino(
             accelerator.unwrap_model(run.student).model,
             run.teacher.model,
@@ -608,12 +642,8 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
             run.feature_extractor,
             run.cfg,
             run.output_dir,
-            summary={
-                "steps": state.global_step,
-                "epochs": state.epoch,
-                "skipped_files": state.num_skipped,
-                "collapse": collapsed,
-            },
+            summary=summary,
+            embedding_model=embedding_model,
         )
     if evaluator is not None and log.evaluated_step != state.global_step:  # every rank: it holds a barrier
         evaluate_teacher(run, log, evaluator)

@@ -27,13 +27,24 @@ def write_model_card(folder: Path, title: str, summary: dict, results: Optional[
     fill_card(folder, title=title, training=summary, results=results or {})
 
 
-def export_dino(student, teacher, dino_loss, feature_extractor, cfg, output_dir: os.PathLike, summary: dict) -> Path:
+def export_dino(
+    student,
+    teacher,
+    dino_loss,
+    feature_extractor,
+    cfg,
+    output_dir: os.PathLike,
+    summary: dict,
+    embedding_model=None,
+) -> Path:
     """Write `final/` (the teacher as a `DinoSpeechModel`) and `pretraining/`; push `final/` if configured.
 
     Args:
         student, teacher: `DinoSpeechForPreTraining` modules (unwrapped).
         dino_loss: the `DINOLoss` whose centre continued training needs.
         cfg: the `DinoTrainConfig` of the run.
+        embedding_model: what `final/` holds instead of `teacher.dino_speech` (e.g. a copy with an embedding
+            whitening); `pretraining/` always keeps the teacher as trained.
     """
     from .config import save_config
 
@@ -41,7 +52,7 @@ def export_dino(student, teacher, dino_loss, feature_extractor, cfg, output_dir:
     summary = {"method": "DINO (self-distillation, no labels)", **summary}
 
     def fill_final(folder: Path) -> None:
-        teacher.dino_speech.save_pretrained(folder)
+        (embedding_model if embedding_model is not None else teacher.dino_speech).save_pretrained(folder)
         feature_extractor.save_pretrained(folder)
         (folder / "training_summary.json").write_text(json.dumps(summary, indent=1, default=str), encoding="utf-8")
         write_model_card(folder, "DINO speech embeddings", summary)

@@ -27,7 +27,7 @@ import torch
 from ..configuration_dino_speech import DinoSpeechConfig
 from ..utils.atomic import atomic_path, write_folder_atomically, write_text_atomic
 from .clustering import ClusteringConfig
-from .config import DataConfig, EvalConfig
+from .config import DataConfig, EvalConfig, ExportConfig
 from .interrupt import GracefulStop, StoppedBetweenSteps
 from .schedules import cosine_scheduler
 from .setup import Evaluator, build_training_dataset, start_run
@@ -108,6 +108,8 @@ class PseudoLabelConfig:
     clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
     supervised: SupervisedConfig = field(default_factory=SupervisedConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
+    """Each round's `final/` model, e.g. with an embedding whitening estimated on the pool."""
     mixed_precision: str = "auto"
     num_threads: int = 0
     log_every: int = 20
@@ -280,6 +282,7 @@ def run_round(
     true_speakers: Optional[List[str]],
     feature_extractor,
     evaluator: Optional[Evaluator],
+    sources: Optional[List[str]] = None,
 ) -> dict:
     """Round `r` from the model in `current`: embed, cluster, train on the clusters, save; returns its report."""
     from ..modeling_dino_speech import DinoSpeechForXVector, DinoSpeechModel
@@ -291,7 +294,9 @@ def run_round(
     embedder = DinoSpeechModel.from_pretrained(current).to(accelerator.device).eval()
     embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
     result = cluster_embeddings(embeddings, cfg.clustering)
-    report = clustering_report(result, true_speakers)
+    # A pool of real and synthetic voices: how the clusters fare on the real part is the number that matters.
+    subsets = {s: np.asarray(sources) == s for s in sorted(set(sources))} if sources and true_speakers else None
+    report = clustering_report(result, true_speakers, subsets)
     kept = np.flatnonzero(result.labels >= 0)
     if result.n_clusters < 2:
         raise RuntimeError(
@@ -311,8 +316,11 @@ def run_round(
     config.aam_margin, config.aam_scale = cfg.supervised.margin, cfg.supervised.scale
     config.aam_subcenters = cfg.supervised.subcenters
     config.architectures = None
+    # Trained on the raw embeddings; a whitening is estimated again for the round's export (cfg.export).
+    config.embedding_whitening = False
     model = DinoSpeechForXVector(config)
-    model.dino_speech.load_state_dict(embedder.state_dict())
+    weights = {k: v for k, v in embedder.state_dict().items() if not k.startswith("whitening.")}
+    model.dino_speech.load_state_dict(weights)
     del embedder
     stats = train_on_pseudo_labels(
         accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
@@ -323,10 +331,23 @@ def run_round(
         "clusters": int(result.n_clusters),
         "kept_fraction": report["kept_fraction"],
         **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
+        **{
+            f"{name}_{k}": part[k]
+            for name, part in report.get("subsets", {}).items()
+            for k in ("kept_fraction", "purity", "nmi", "n_true_classes", "n_true_classes_kept")
+        },
         "train_loss": stats.get("loss"),
         "train_accuracy": stats.get("accuracy"),
-        "seconds": round(time.perf_counter() - started, 1),
     }
+    if cfg.export.whitening and accelerator.is_main_process:
+        from .whitening import whiten_on_pool
+
+        round_report.update(
+            whiten_on_pool(
+                model.dino_speech, feature_extractor, paths, None, cfg.export.whitening_utterances, seed=cfg.seed + r
+            )
+        )
+    round_report["seconds"] = round(time.perf_counter() - started, 1)
     if evaluator is not None and accelerator.is_main_process:
         metrics = evaluator(model.dino_speech, feature_extractor)
         round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
@@ -371,6 +392,7 @@ def run_pseudo_labelling(
     pool = filter_min_duration(build_training_dataset(cfg.data), cfg.data.crops.min_duration)
     paths = list(pool["path"])
     true_speakers = list(pool["speaker"]) if "speaker" in pool.column_names else None
+    sources = list(pool["source"]) if "source" in pool.column_names else None
     feature_extractor = DinoSpeechFeatureExtractor.from_pretrained(cfg.init)
     current = Path(cfg.init)
     reports = []
@@ -380,7 +402,9 @@ def run_pseudo_labelling(
             accelerator.print(f"round {r}: reusing {round_dir / 'final'}")
             reports.append(json.loads((round_dir / "report.json").read_text()))
         else:
-            reports.append(run_round(accelerator, cfg, r, current, paths, true_speakers, feature_extractor, evaluator))
+            reports.append(
+                run_round(accelerator, cfg, r, current, paths, true_speakers, feature_extractor, evaluator, sources)
+            )
         current = round_dir / "final"
     accelerator.end_training()
     return reports

@@ -8,12 +8,12 @@ every direction alike. The effect is measured in benchmarks/RESULTS.md (section 
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
-__all__ = ["fit_whitening"]
+__all__ = ["fit_whitening", "whiten_on_pool"]
 
 
 def fit_whitening(embeddings: np.ndarray, eigenvalue_floor: float = 1e-4) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -32,3 +32,41 @@ def fit_whitening(embeddings: np.ndarray, eigenvalue_floor: float = 1e-4) -> Tup
     values = np.maximum(values, eigenvalue_floor * values.max())
     transform = vectors / np.sqrt(values)[None, :]
     return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(transform.astype(np.float32))
+
+
+def whiten_on_pool(
+    model,
+    feature_extractor,
+    paths: Sequence[str],
+    durations: Optional[Sequence[float]] = None,
+    utterances: int = 2000,
+    seed: int = 0,
+    batch_size: int = 32,
+) -> dict:
+    """Embed a seeded random sample of the pool with `model` (a `DinoSpeechModel`, any whitening it has removed
+    first) and store the whitening of those embeddings in it (`DinoSpeechModel.set_embedding_whitening`).
+
+    Returns:
+        a summary for the training record: the number of utterances and the pool's effective rank before
+        whitening.
+    """
+    from ..inference import embed_files
+    from .monitor import effective_rank
+
+    rng = np.random.default_rng(seed)
+    chosen = np.sort(rng.permutation(len(paths))[: min(utterances, len(paths))])
+    model.set_embedding_whitening(None)
+    embeddings = embed_files(
+        model,
+        feature_extractor,
+        [paths[i] for i in chosen],
+        durations=None if durations is None else [durations[i] for i in chosen],
+        batch_size=batch_size,
+        progress=False,
+    )
+    mean, transform = fit_whitening(embeddings)
+    model.set_embedding_whitening(mean, transform)
+    return {
+        "whitening_utterances": int(len(chosen)),
+        "pool_effective_rank": round(effective_rank(torch.from_numpy(embeddings)), 2),
+    }
