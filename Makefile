@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DATA ?= data/demo
 DEMO_RUN ?= runs/demo
+# The recipes' seed (weights, crops, augmentation, batch order); benchmarks/demo_seeds.py sweeps it.
+SEED ?= 0
 PYTEST_ARGS ?=
 
 .PHONY: venv sysdeps corpus demo test test-fast lint format bench clean
@@ -34,10 +36,10 @@ corpus: venv sysdeps
 demo: corpus
 	$(PY) train.py dino --config configs/demo.yaml --resume data.train=$(DEMO_DATA)/train.csv \
 		data.augment.musan_root=$(DEMO_DATA)/musan_standin eval.trials=$(DEMO_DATA)/trials_synth.txt \
-		eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/dino
+		eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/dino seed=$(SEED)
 	$(PY) train.py pseudo-label --config configs/pseudo_label_demo.yaml --resume --init $(DEMO_RUN)/dino/final \
 		data.train=$(DEMO_DATA)/train.csv data.augment.musan_root=$(DEMO_DATA)/musan_standin \
-		eval.trials=$(DEMO_DATA)/trials_synth.txt eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/pseudo_label
+		eval.trials=$(DEMO_DATA)/trials_synth.txt eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/pseudo_label seed=$(SEED)
 	$(VENV)/bin/dino-speech demo-report --data $(DEMO_DATA) --runs $(DEMO_RUN)
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
