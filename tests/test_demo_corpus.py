@@ -22,6 +22,7 @@ import soundfile as sf
 
 from modeling_dino_speech.data.trials import read_trials
 from modeling_dino_speech.recipes.demo import corpus as dc
+from modeling_dino_speech.recipes.demo import debian, synthesis
 
 MANIFESTS = {
     "train.csv": ["path", "speaker", "duration"],
@@ -261,7 +262,7 @@ def test_tools_fetched_without_root(tmp_path: Path):
     except dc.DemoCorpusUnavailable as err:
         pytest.skip(f"cannot fetch espeak-ng/flite packages: {err}")
     assert str(cache) in tools.espeak and str(cache) in tools.flite and tools.env is not None
-    overlay = dc._espeak_overlays(tools, tmp_path / "espeak", ["m3"], {})["m3"]
+    overlay = synthesis.espeak_overlays(tools, tmp_path / "espeak", ["m3"], {})["m3"]
     for cmd in (
         [tools.espeak, f"--path={overlay}", "-v", "en+m3", "-w", str(tmp_path / "e.wav"), "Hello from a private copy."],
         [tools.flite, "-voice", "slt", "-t", "Hello from a private copy.", "-o", str(tmp_path / "f.wav")],
@@ -312,19 +313,19 @@ def test_make_trials_balanced_and_labelled():
 def test_voice_plan_is_deterministic_and_disjoint():
     cfg = dc.DemoCorpusConfig()
     shipped = ["m1", "m3", "f2", "klatt3", "Andy"]
-    plan = dc._plan_voices(cfg, np.random.default_rng(5), shipped)
-    again = dc._plan_voices(cfg, np.random.default_rng(5), shipped)
-    other = dc._plan_voices(cfg, np.random.default_rng(6), shipped)
+    plan = synthesis.plan_voices(cfg, np.random.default_rng(5), shipped)
+    again = synthesis.plan_voices(cfg, np.random.default_rng(5), shipped)
+    other = synthesis.plan_voices(cfg, np.random.default_rng(6), shipped)
     assert [v.params for v in plan["train"]] == [v.params for v in again["train"]]
     assert [v.params for v in plan["train"]] != [v.params for v in other["train"]]
-    assert len(plan["train"]) == cfg.train_espeak_voices + len(dc.FLITE_TRAIN_VOICES) >= 100
+    assert len(plan["train"]) == cfg.train_espeak_voices + len(synthesis.FLITE_TRAIN_VOICES) >= 100
     ids = [v.voice_id for g in plan.values() for v in g]
     assert len(ids) == len(set(ids))
     assert all(v.variant_file for v in plan["heldout"] if v.engine == "espeak")  # generated vocal tracts only
 
 
 def test_generated_variant_file():
-    text, params = dc._generated_variant("dsv001", np.random.default_rng(0), "female")
+    text, params = synthesis.generated_variant("dsv001", np.random.default_rng(0), "female")
     lines = text.splitlines()
     assert lines[:3] == ["language variant", "name dsv001", "gender female"]
     assert sum(line.startswith("formant ") for line in lines) == 9
@@ -341,7 +342,7 @@ def test_parse_apt_depends_or_groups_and_virtuals():
         "    libprovider\n"
         "  Recommends: dbus\n"
     )
-    groups = dc._parse_apt_depends(text)["libfoo"]
+    groups = debian.parse_apt_depends(text)["libfoo"]
     assert groups == [[["libc6"]], [["libsystemd0"], ["libelogind0"]], [["<libvirtual>", "libprovider"]]]
 
 
