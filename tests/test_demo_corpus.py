@@ -1,6 +1,7 @@
 """Tests of the offline demo corpus builder (modeling_dino_speech.recipes.demo.corpus).
 
-The build tests need `apt-get` (to fetch the Asterisk sound packages, cached in ~/.cache/dino-speech/debs) and
+The build tests need `apt-get` (to fetch the Asterisk sound packages and the recorded voices' packages, cached in
+~/.cache/dino-speech/debs) and
 espeak-ng + flite (`apt-get install -y espeak-ng flite`, or fetched without root by the builder). Where those
 cannot be had the build tests are skipped with the reason; the unit tests at the bottom always run.
 """
@@ -22,16 +23,19 @@ import soundfile as sf
 
 from modeling_dino_speech.data.trials import read_trials
 from modeling_dino_speech.recipes.demo import corpus as dc
-from modeling_dino_speech.recipes.demo import debian, synthesis
+from modeling_dino_speech.recipes.demo import debian, real_voices, synthesis
 
 MANIFESTS = {
-    "train.csv": ["path", "speaker", "duration"],
+    "train.csv": ["path", "speaker", "duration", "source"],
     "heldout_synth.csv": ["path", "speaker", "duration", "language"],
     "heldout_real.csv": ["path", "speaker", "duration", "language"],
+    "heldout_real_new.csv": ["path", "speaker", "duration", "language", "source"],
     "prosody_train.csv": ["path", "label", "speaker", "duration"],
     "prosody_test.csv": ["path", "label", "speaker", "duration"],
 }
-TRIALS = ["trials_real.txt", "trials_real_crosslang.txt", "trials_synth.txt"]
+BALANCED_TRIALS = ["trials_real.txt", "trials_real_crosslang.txt", "trials_synth.txt"]
+ALL_PAIRS_TRIALS = ["trials_real_new.txt", "trials_mixed.txt"]
+TRIALS = BALANCED_TRIALS + ALL_PAIRS_TRIALS
 
 
 def _read_csv(path: Path) -> tuple[list[str], list[dict]]:
@@ -70,15 +74,17 @@ def test_layout_and_manifests(corpus: Path):
         for row in rows:
             assert not os.path.isabs(row["path"]) and (corpus / row["path"]).is_file(), row["path"]
             assert float(row["duration"]) > 0.5
-    for name in TRIALS + ["README.md", "ATTRIBUTION.md", "voices.json", "corpus.json"]:
+    for name in TRIALS + ["README.md", "ATTRIBUTION.md", "voices.json", "corpus.json", "real_sources.csv"]:
         assert (corpus / name).is_file(), name
+    fields, rows = _read_csv(corpus / "real_sources.csv")
+    assert fields == ["path", "split", "package", "files"] and rows
     music = sorted((corpus / "musan_standin" / "music" / "asterisk-moh").glob("*.wav"))
     assert len(music) == 5
 
     meta = json.loads((corpus / "corpus.json").read_text())
     assert meta["complete"] and meta["builder_version"] == dc.BUILDER_VERSION
     assert meta["settings"]["quick"] is True
-    for split in ("train", "heldout_synth", "heldout_real", "prosody_train", "prosody_test"):
+    for split in ("train", "heldout_synth", "heldout_real", "heldout_real_new", "prosody_train", "prosody_test"):
         _, rows = _read_csv(corpus / f"{split}.csv")
         assert meta["counts"][split]["files"] == len(rows)
         assert meta["counts"][split]["seconds"] == pytest.approx(sum(float(r["duration"]) for r in rows), abs=0.1)
@@ -95,9 +101,21 @@ def test_layout_and_manifests(corpus: Path):
         "CC-BY-SA-3.0",
         "CC-BY-3.0",
         "Macroform",
+        "July E. Jiménez",
+        "Armelle Desjardins",
+        "Michel Gutierrez",
+        "Marco Menardi",
+        "Paola Dal Zot",
+        "http://www.voip.ammdomus.it",
+        "CC-BY-SA-3.0-IT",
+        "GPL-2",
+        "Danihelka",
+        "KTuberling",
     ):
         assert credit in attribution, credit
-    assert any((corpus / "licenses").iterdir())
+    licenses = {p.name for p in (corpus / "licenses").iterdir()}
+    assert {f"{p}.copyright" for p in real_voices.VERIFIED_PACKAGES} <= licenses
+    assert "trials_mixed.txt" in readme and "could not be verified" in readme
 
 
 def test_real_voices(corpus: Path):
@@ -114,13 +132,57 @@ def test_real_voices(corpus: Path):
     }
 
 
+def test_recorded_voices(corpus: Path):
+    table = real_voices.read_table()
+    split_of = {(r.package, r.path): r.split for r in table}
+    speaker_of = {(r.package, r.path): r.speaker for r in table}
+    _, held = _read_csv(corpus / "heldout_real_new.csv")
+    assert {r["source"] for r in held} == {"ktuberling", "fillets-cs", "asterisk-prompt", "alsa"}
+    per_speaker = Counter(r["speaker"] for r in held)
+    assert set(per_speaker.values()) <= {2, 3}  # quick: at most 3 per speaker, and at least 2 here
+    for row in held:
+        assert row["path"].startswith(f"wav/real_new/{row['speaker']}/")
+        assert float(row["duration"]) >= 2.5 - 1e-3, row  # joined words and single lines alike
+    assert {r["language"] for r in held} >= {"cs", "en"}
+    # every utterance is made of files the table puts on its side, of its speaker; no file is used twice
+    _, sources = _read_csv(corpus / "real_sources.csv")
+    manifests = {
+        r["path"]: r["speaker"] for name in ("train.csv", "heldout_real_new.csv") for r in _read_csv(corpus / name)[1]
+    }
+    assert {r["path"] for r in sources} == {p for p in manifests if p.startswith("wav/real_")}
+    used = []
+    for row in sources:
+        for file in row["files"].split(";"):
+            key = (row["package"], file)
+            assert split_of[key] == row["split"] and speaker_of[key] == manifests[row["path"]], (row, file)
+            used.append(key)
+    assert len(used) == len(set(used))
+
+
+def test_train_source_column(corpus: Path):
+    _, rows = _read_csv(corpus / "train.csv")
+    by_source = defaultdict(list)
+    for row in rows:
+        by_source[row["source"]].append(row)
+    assert set(by_source) == {"real", "synthetic"}
+    assert all(r["path"].startswith("wav/synth/") for r in by_source["synthetic"])
+    assert all(r["path"].startswith("wav/real_train/") for r in by_source["real"])
+    train_labels = {r.speaker for r in real_voices.read_table() if r.split == "train"}
+    real_speakers = {r["speaker"] for r in by_source["real"]}
+    assert real_speakers <= train_labels and len(real_speakers) == 3  # quick: one per source
+    assert not real_speakers & {r["speaker"] for r in by_source["synthetic"]}
+
+
 def test_speakers_disjoint_between_splits(corpus: Path):
     speakers = {name: {r["speaker"] for r in _read_csv(corpus / name)[1]} for name in MANIFESTS}
     train = speakers["train.csv"]
     assert len(train) >= 5
-    for other in ("heldout_synth.csv", "heldout_real.csv", "prosody_train.csv", "prosody_test.csv"):
+    heldout = ("heldout_synth.csv", "heldout_real.csv", "heldout_real_new.csv")
+    for other in (*heldout, "prosody_train.csv", "prosody_test.csv"):
         assert not train & speakers[other], other
-    assert not speakers["heldout_synth.csv"] & speakers["heldout_real.csv"]
+    for i, a in enumerate(heldout):
+        for b in heldout[i + 1 :]:
+            assert not speakers[a] & speakers[b], (a, b)
     # the synthetic voices kept out of training are also distinct voice definitions, not just new names
     voices = json.loads((corpus / "voices.json").read_text())
     train_variants = {v.get("variant") or v.get("voice") for v in voices["train"]}
@@ -142,14 +204,17 @@ def test_prosody_split_by_voice(corpus: Path):
 
 def test_trials(corpus: Path):
     spk, lang = {}, {}
-    for name in ("heldout_real.csv", "heldout_synth.csv"):
+    for name in ("heldout_real.csv", "heldout_synth.csv", "heldout_real_new.csv"):
         for row in _read_csv(corpus / name)[1]:
             spk[row["path"]], lang[row["path"]] = row["speaker"], row["language"]
     for name in TRIALS:
         trials = read_trials(corpus / name, audio_root=None)
         read_trials(corpus / name, audio_root=corpus, check_files=True)  # every file exists
         labels = Counter(t.label for t in trials)
-        assert labels[1] == labels[0] > 0, name  # balanced
+        if name in BALANCED_TRIALS:
+            assert labels[1] == labels[0] > 0, name
+        else:
+            assert labels[1] > 0 and labels[0] > labels[1], name
         assert len({frozenset((t.enroll, t.test)) for t in trials}) == len(trials), f"{name}: repeated trial"
         for t in trials:
             assert t.enroll != t.test
@@ -162,6 +227,24 @@ def test_trials(corpus: Path):
             assert "allison_smith" in (spk[t.enroll], spk[t.test])
     real_speakers = {spk[f] for t in read_trials(corpus / "trials_real.txt") for f in (t.enroll, t.test)}
     assert real_speakers == {"allison_smith", "june_wallack", "carlo_flora", "ivrvoice_ru_female"}
+
+
+def test_all_pairs_trials(corpus: Path):
+    new = [r["path"] for r in _read_csv(corpus / "heldout_real_new.csv")[1]]
+    synth = [r["path"] for r in _read_csv(corpus / "heldout_synth.csv")[1]]
+    pairs = {}
+    for name, files in (("trials_real_new.txt", new), ("trials_mixed.txt", new + synth)):
+        trials = read_trials(corpus / name)
+        pairs[name] = {frozenset((t.enroll, t.test)) for t in trials}
+        assert len(trials) == len(files) * (len(files) - 1) // 2  # every pair, once
+        assert {f for t in trials for f in (t.enroll, t.test)} == set(files)
+    assert pairs["trials_real_new.txt"] < pairs["trials_mixed.txt"]
+    mixed = read_trials(corpus / "trials_mixed.txt")
+    kinds = {(t.label, t.enroll.startswith("wav/synth/"), t.test.startswith("wav/synth/")) for t in mixed}
+    # targets of real and of synthetic speakers, non-targets within and across the two kinds
+    assert {(1, False, False), (1, True, True), (0, False, False), (0, True, True)} <= kinds
+    assert (0, False, True) in kinds or (0, True, False) in kinds
+    assert not any(label and a != b for label, a, b in kinds)
 
 
 def test_every_file_is_16k_mono_telephone_band(corpus: Path):
@@ -215,7 +298,10 @@ def test_interrupted_build_is_finished_identically(corpus: Path, tmp_path: Path)
     _, train = _read_csv(copy / "train.csv")
     _, real = _read_csv(copy / "heldout_real.csv")
     _, prosody = _read_csv(copy / "prosody_test.csv")
-    removed = [train[0]["path"], train[-1]["path"], real[0]["path"], prosody[0]["path"]]
+    _, new = _read_csv(copy / "heldout_real_new.csv")
+    synth = [r["path"] for r in train if r["source"] == "synthetic"]
+    recorded = [r["path"] for r in train if r["source"] == "real"]
+    removed = [synth[0], synth[-1], recorded[0], recorded[-1], real[0]["path"], prosody[0]["path"], new[0]["path"]]
     original = {p: (copy / p).read_bytes() for p in removed}
     for p in removed:
         (copy / p).unlink()

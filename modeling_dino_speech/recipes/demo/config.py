@@ -10,7 +10,7 @@ from dataclasses import dataclass
 __all__ = ["BUILDER_VERSION", "DemoCorpusConfig"]
 
 #: Bump when the output of the builder changes for the same settings (it invalidates existing corpora).
-BUILDER_VERSION = "1.1"
+BUILDER_VERSION = "2.0"
 
 
 @dataclass
@@ -49,6 +49,19 @@ class DemoCorpusConfig:
     """Synthetic utterances aim at a duration drawn in [min_seconds, max_seconds] and are cut at max_seconds."""
     music_max_seconds: float | None = None
     """Crop each music-on-hold file to this length (None keeps them whole)."""
+    real_new_per_speaker: int = 30
+    """At most this many held-out utterances per verified real speaker (``heldout_real_new.csv``)."""
+    joined_min_seconds: float = 2.5
+    """Words (and short training lines) of one speaker are joined into utterances of at least this length ..."""
+    joined_gap_seconds: float = 0.15
+    """... with this much silence between them."""
+    join_below_seconds: float = 1.5
+    """Training lines of the verified voices shorter than this are joined; longer ones are kept as they are."""
+    line_min_seconds: float = 2.5
+    line_max_seconds: float = 8.0
+    """Held-out dialogue / prompt lines of this length (after trimming) are single utterances."""
+    real_quick_files: int = 0
+    """Tests: one verified speaker per split and source, this many of its files (0: all of the table)."""
 
     @classmethod
     def quick_preset(cls, **overrides) -> DemoCorpusConfig:
@@ -57,6 +70,7 @@ class DemoCorpusConfig:
             quick=True, train_espeak_voices=5, train_utterances=3, heldout_espeak_voices=2, heldout_utterances=3,
             real_utterances_per_language=3, trials_real=40, trials_crosslang=20, trials_synth=30,
             prosody_train_voices=2, prosody_test_voices=2, prosody_utterances=2, music_max_seconds=10.0,
+            real_new_per_speaker=3, real_quick_files=8,
         )  # fmt: skip
         small.update(overrides)
         return cls(**small)

@@ -8,18 +8,25 @@ What it builds (all paths in the CSVs and trial lists are relative to ``--out``)
   voices, Allison Smith (en and es, one speaker label), June Wallack (fr), Carlo Flora (it) and one female
   Russian voice. They are held out for evaluation only: ``heldout_real.csv``, ``trials_real.txt`` and
   ``trials_real_crosslang.txt`` (target trials = Allison en vs Allison es).
+* real recorded speech of verified voices from six more packages (:mod:`.real_voices`; KTuberling words,
+  Fish Fillets dialogue, three Asterisk prompt sets, the ALSA test voice): 25 held-out speakers
+  (``heldout_real_new.csv``, all pairs in ``trials_real_new.txt``, and with the held-out synthetic voices in
+  ``trials_mixed.txt``) and 48 labels in the training pool (``train.csv`` rows with ``source=real``).
 * synthetic speech from espeak-ng (languages x shipped voice variants x pitch / rate, plus randomly generated
-  vocal tracts written as espeak-ng variant files) and flite (kal16, awb, slt, rms): the unlabeled training pool
-  ``train.csv`` and held-out synthetic voices ``heldout_synth.csv`` / ``trials_synth.txt`` whose speakers do
-  not occur in training.
+  vocal tracts written as espeak-ng variant files) and flite (kal16, awb, slt, rms): the rest of the unlabeled
+  training pool ``train.csv`` (``source=synthetic``) and held-out synthetic voices ``heldout_synth.csv`` /
+  ``trials_synth.txt`` whose speakers do not occur in training.
 * a "prosody style" task, a synthetic STAND-IN for emotion corpora (IEMOCAP / CREMA-D / MSP-Podcast):
   neutral / excited / sad / angry rendered with espeak-ng pitch level, pitch range, rate, voice quality and
   amplitude, split by voice (``prosody_train.csv`` / ``prosody_test.csv``).
 * music for augmentation in MUSAN's layout: ``musan_standin/music/asterisk-moh/*.wav``.
 
-Every file is mono 16-bit PCM at 16 kHz that went through 8 kHz (the real voices are 8 kHz telephone audio:
-without the same band limit, bandwidth alone would tell synthetic from real speakers), lightly trimmed of
-leading / trailing silence and peak-normalised to a random level.
+The recorded voices are required: without their packages (no mirror and no ``.deb`` files in the cache) the
+build stops with :class:`DemoCorpusUnavailable` saying what is missing.
+
+Every file is mono 16-bit PCM at 16 kHz that went through 8 kHz (many recordings are 8 kHz telephone audio:
+without the same band limit, bandwidth alone would tell sources, and synthetic from real speakers, apart),
+lightly trimmed of leading / trailing silence and peak-normalised to a random level.
 
 The build is deterministic given ``--seed``, cached (the ``.deb`` files live in ``~/.cache/dino-speech/debs``)
 and idempotent: a complete corpus with the same settings is left untouched, and a build killed half-way is
@@ -46,7 +53,16 @@ from .config import BUILDER_VERSION, DemoCorpusConfig
 from .debian import DemoCorpusUnavailable, default_cache_dir, fetch_debian_packages
 from .files import file_lock, write_csv_atomic, write_text_atomic
 from .readme import attribution, readme
-from .real_voices import SPEECH_PACKAGES, asterisk_jobs, asterisk_sound_folders
+from .real_voices import (
+    SPEECH_PACKAGES,
+    TABLE,
+    VERIFIED_PACKAGES,
+    asterisk_jobs,
+    asterisk_sound_folders,
+    check_packages,
+    plan_verified_voices,
+    read_table,
+)
 from .rendering import RenderJob, run_jobs
 from .signal import telephone_band, trim_silence
 from .synthesis import (
@@ -63,7 +79,7 @@ from .synthesis import (
     shipped_variants,
     synth_jobs,
 )
-from .trial_lists import make_crosslang_trials, make_trials, write_trial_list
+from .trial_lists import all_pairs, make_crosslang_trials, make_trials, write_trial_list
 
 __all__ = [
     "BUILDER_VERSION",
@@ -73,6 +89,7 @@ __all__ = [
     "SpeechTools",
     "build_demo_corpus",
     "corpus_is_complete",
+    "corpus_packages",
     "default_cache_dir",
     "fetch_debian_packages",
     "find_speech_tools",
@@ -85,13 +102,27 @@ __all__ = [
 #: The music-on-hold recordings (``-wav``: 8 kHz PCM), the MUSAN-layout music stand-in.
 MUSIC_PACKAGE = "asterisk-moh-opsound-wav"
 
-_OWNED = [
-    "wav", "musan_standin", "licenses", "train.csv", "heldout_real.csv", "heldout_synth.csv", "trials_real.txt",
-    "trials_real_crosslang.txt", "trials_synth.txt", "prosody_train.csv", "prosody_test.csv", "voices.json",
-    "README.md", "ATTRIBUTION.md", "corpus.json", ".build", ".demo_corpus_state.json",
+_MANIFESTS = [
+    "train.csv", "heldout_real.csv", "heldout_real_new.csv", "heldout_synth.csv", "prosody_train.csv",
+    "prosody_test.csv", "real_sources.csv",
 ]  # fmt: skip
-_MANIFESTS = ["train.csv", "heldout_real.csv", "heldout_synth.csv", "prosody_train.csv", "prosody_test.csv"]
-_TRIALS = ["trials_real.txt", "trials_real_crosslang.txt", "trials_synth.txt"]
+_TRIALS = [
+    "trials_real.txt",
+    "trials_real_crosslang.txt",
+    "trials_real_new.txt",
+    "trials_mixed.txt",
+    "trials_synth.txt",
+]
+#: Files and folders the builder owns inside ``--out``; only these are ever deleted.
+_OWNED = [
+    "wav", "musan_standin", "licenses", *_MANIFESTS, *_TRIALS, "voices.json", "README.md", "ATTRIBUTION.md",
+    "corpus.json", ".build", ".demo_corpus_state.json",
+]  # fmt: skip
+
+
+def corpus_packages() -> list[str]:
+    """The Debian packages the corpus is made of (the synthesisers, when fetched, come on top)."""
+    return [*SPEECH_PACKAGES.values(), *TRANSCRIPT_PACKAGES.values(), MUSIC_PACKAGE, *VERIFIED_PACKAGES]
 
 
 def corpus_is_complete(out: str | os.PathLike, cfg: DemoCorpusConfig | None = None) -> bool:
@@ -182,9 +213,11 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
     )
 
     cache = Path(cfg.cache) if cfg.cache else default_cache_dir()
-    packages = [*SPEECH_PACKAGES.values(), *TRANSCRIPT_PACKAGES.values(), MUSIC_PACKAGE]
     log(f"Fetching Debian packages into {cache} (cached after the first run) ...")
-    folders = fetch_debian_packages(packages, cache)
+    folders = fetch_debian_packages(corpus_packages(), cache)
+    table = read_table()
+    for note in check_packages(table, folders):
+        log(f"Note: {note}")
     tools = find_speech_tools(cache, cfg.tools)
     log(f"espeak-ng: {tools.espeak} ({tools.espeak_version}); flite: {tools.flite}; source: {tools.source}")
 
@@ -193,8 +226,10 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
     sounds = asterisk_sound_folders(folders)
 
     # One generator per part, so changing e.g. the number of trials does not change the audio.
-    seeds = np.random.SeedSequence(cfg.seed).spawn(6)
-    rng_voices, rng_synth, rng_real, rng_prosody, rng_trials, rng_music = (np.random.default_rng(s) for s in seeds)
+    seeds = np.random.SeedSequence(cfg.seed).spawn(7)
+    rng_voices, rng_synth, rng_real, rng_prosody, rng_trials, rng_music, rng_verified = (
+        np.random.default_rng(s) for s in seeds
+    )
     voices = plan_voices(cfg, rng_voices, shipped_variants(tools))
 
     train_jobs = [
@@ -209,6 +244,8 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
         for job, label in prosody_jobs(v, cfg.prosody_utterances, texts, cfg, rng_prosody)
     ]
     real = asterisk_jobs(sounds, transcripts, cfg, rng_real)
+    log(f"Planning the verified real voices ({len(table)} files in {TABLE.name}) ...")
+    verified = plan_verified_voices(table, folders, cfg, rng_verified)
     music_src = sorted(folders[MUSIC_PACKAGE].glob("usr/share/asterisk/moh/*.wav"))
     music_jobs = [
         RenderJob(
@@ -226,7 +263,8 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
     for v in voices["prosody"]:
         for label in PROSODY_LABELS:
             variants[f"{v.params['variant']}_{label}"] = prosody_variant(v, label)
-    all_jobs = train_jobs + heldout_jobs + [j for _, j, _ in prosody] + [j for j, _, _ in real] + music_jobs
+    all_jobs = [*train_jobs, *heldout_jobs, *(j for _, j, _ in prosody), *(j for j, _, _ in real), *music_jobs]
+    all_jobs += [u.job for u in verified]
     overlays = espeak_overlays(tools, out / ".build" / "espeak", [j.variant for j in all_jobs if j.variant], variants)
     all_jobs = [
         dataclasses.replace(j, args=(f"--path={overlays[j.variant]}", *j.args)) if j.variant else j for j in all_jobs
@@ -242,7 +280,12 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
         return job.out.split("/")[2]
 
     lang_of = {v.voice_id: v.language for g in voices.values() for v in g}
-    train_rows = [(j.out, speaker_of(j), durations[j.out]) for j in train_jobs]
+    train_rows = [(j.out, speaker_of(j), durations[j.out], "synthetic") for j in train_jobs]
+    train_rows += [(u.job.out, u.speaker, durations[u.job.out], "real") for u in verified if u.split == "train"]
+    new_rows = [
+        (u.job.out, u.speaker, durations[u.job.out], u.language, u.source) for u in verified if u.split == "heldout"
+    ]
+    source_rows = [(u.job.out, u.split, u.members[0].package, ";".join(m.path for m in u.members)) for u in verified]
     heldout_rows = [(j.out, speaker_of(j), durations[j.out], lang_of[speaker_of(j)]) for j in heldout_jobs]
     real_rows = [(j.out, spk, durations[j.out], lang) for j, spk, lang in real]
     n_ptrain = cfg.prosody_train_voices
@@ -253,7 +296,9 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
             (j.out, label, v.voice_id, durations[j.out])
         )
 
-    write_csv_atomic(out / "train.csv", ["path", "speaker", "duration"], train_rows)
+    write_csv_atomic(out / "train.csv", ["path", "speaker", "duration", "source"], train_rows)
+    write_csv_atomic(out / "heldout_real_new.csv", ["path", "speaker", "duration", "language", "source"], new_rows)
+    write_csv_atomic(out / "real_sources.csv", ["path", "split", "package", "files"], source_rows)
     write_csv_atomic(out / "heldout_synth.csv", ["path", "speaker", "duration", "language"], heldout_rows)
     write_csv_atomic(out / "heldout_real.csv", ["path", "speaker", "duration", "language"], real_rows)
     write_csv_atomic(out / "prosody_train.csv", ["path", "label", "speaker", "duration"], prosody_rows["train"])
@@ -276,13 +321,15 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
             cfg.trials_crosslang,
             rng_trials,
         ),
+        "trials_real_new.txt": all_pairs({r[0]: r[1] for r in new_rows}),
+        "trials_mixed.txt": all_pairs({r[0]: r[1] for r in [*new_rows, *heldout_rows]}),
     }
     for name, lst in trials.items():
         write_trial_list(out / name, lst)
 
     licenses = out / "licenses"
     licenses.mkdir(exist_ok=True)
-    for pkg in (SPEECH_PACKAGES["en"], MUSIC_PACKAGE):
+    for pkg in (SPEECH_PACKAGES["en"], MUSIC_PACKAGE, *VERIFIED_PACKAGES):
         src = folders[pkg] / "usr" / "share" / "doc" / pkg / "copyright"
         if src.exists():
             shutil.copyfile(src, licenses / f"{pkg}.copyright")
@@ -290,6 +337,9 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
     music_rows = [(j.out, "music", durations[j.out]) for j in music_jobs]
     counts = {
         "train": _split_stats(train_rows),
+        "train_synthetic": _split_stats([r for r in train_rows if r[3] == "synthetic"]),
+        "train_real": _split_stats([r for r in train_rows if r[3] == "real"]),
+        "heldout_real_new": _split_stats(new_rows),
         "heldout_synth": _split_stats(heldout_rows),
         "heldout_real": _split_stats(real_rows),
         "prosody_train": _split_stats(prosody_rows["train"], speaker_col=2, duration_col=3),
@@ -299,6 +349,14 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
             n: {"target": sum(t[0] for t in lst), "nontarget": sum(1 - t[0] for t in lst)} for n, lst in trials.items()
         },
     }
+    counts["heldout_real_new"]["languages"] = len({r[3] for r in new_rows})
+    counts["verified"] = {}
+    for u in verified:
+        counts["verified"].setdefault(u.split, {}).setdefault(u.source, []).append(
+            (u.job.out, u.speaker, durations[u.job.out])
+        )
+    for split, by_source in counts["verified"].items():
+        counts["verified"][split] = {source: _split_stats(rows) for source, rows in sorted(by_source.items())}
     counts["total_seconds"] = round(sum(durations.values()), 1)
     voices_doc = {
         group: [
@@ -331,11 +389,12 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
     write_text_atomic(out / "corpus.json", json.dumps(meta, indent=1) + "\n")  # last: marks the build complete
     log(
         f"Demo corpus ready in {out} ({meta['build_seconds']} s): train {counts['train']['files']} files / "
-        f"{counts['train']['speakers']} voices, held-out synthetic {counts['heldout_synth']['files']} / "
-        f"{counts['heldout_synth']['speakers']}, "
-        f"real {counts['heldout_real']['files']} / {counts['heldout_real']['speakers']}, "
-        f"prosody {counts['prosody_train']['files']} + {counts['prosody_test']['files']}, "
-        f"{counts['total_seconds'] / 3600:.2f} h of audio."
+        f"{counts['train']['speakers']} voices (recorded: {counts['train_real']['files']} / "
+        f"{counts['train_real']['speakers']}), held-out synthetic {counts['heldout_synth']['files']} / "
+        f"{counts['heldout_synth']['speakers']}, Asterisk voices {counts['heldout_real']['files']} / "
+        f"{counts['heldout_real']['speakers']}, held-out recorded {counts['heldout_real_new']['files']} / "
+        f"{counts['heldout_real_new']['speakers']}, prosody {counts['prosody_train']['files']} + "
+        f"{counts['prosody_test']['files']}, {counts['total_seconds'] / 3600:.2f} h of audio."
     )
     return meta
 

@@ -50,8 +50,11 @@ INSTALL_HINT = (
     "  * without root: the builder fetches them itself with `apt-get download` + `dpkg -x` into the cache\n"
     "                  folder (--cache) and runs them with LD_LIBRARY_PATH / --path set; this needs apt-get,\n"
     "                  dpkg-deb and access to a Debian/Ubuntu mirror (or the .deb files already in --cache).\n"
-    "  * the speech packages (asterisk-core-sounds-{en,es,fr,it,ru}[-wav], asterisk-moh-opsound-wav) are always\n"
-    "    fetched with `apt-get download`; copy their .deb files into --cache on a machine without a mirror."
+    "  * the speech packages (asterisk-core-sounds-{en,es,fr,it,ru}[-wav], asterisk-moh-opsound-wav, and the\n"
+    "    recorded voices ktuberling-data, fillets-ng-data-cs, asterisk-prompt-es-co, asterisk-prompt-fr-armelle,\n"
+    "    asterisk-prompt-it-menardi-wav, alsa-utils; their file table was verified against Debian 12's versions)\n"
+    "    are always fetched with `apt-get download`; copy their .deb files into --cache on a machine without a\n"
+    "    mirror."
 )
 
 

@@ -8,6 +8,7 @@ import multiprocessing
 import shutil
 import sys
 import tempfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,7 +27,7 @@ from .signal import (
 if TYPE_CHECKING:
     from .synthesis import SpeechTools
 
-__all__ = ["RenderJob", "run_jobs"]
+__all__ = ["RenderJob", "process_pool", "run_jobs"]
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,14 @@ class RenderJob:
 
 
 _WORKER: dict = {}
+
+
+def process_pool(workers: int, initializer=None, initargs: tuple = ()) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes; forked where possible, so workers inherit the imported modules instead
+    of re-importing torch / transformers."""
+    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    ctx = multiprocessing.get_context(method)
+    return ProcessPoolExecutor(workers, mp_context=ctx, initializer=initializer, initargs=initargs)
 
 
 def _init_worker(out_dir: str, tools: SpeechTools | None, scratch: str) -> None:
@@ -127,12 +136,7 @@ def run_jobs(
             finally:
                 torch.set_num_threads(threads)
         else:
-            from concurrent.futures import ProcessPoolExecutor
-
-            # fork: workers inherit the imported modules instead of re-importing torch/transformers.
-            method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-            ctx = multiprocessing.get_context(method)
-            with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker, initargs=init_args) as pool:
+            with process_pool(workers, initializer=_init_worker, initargs=init_args) as pool:
                 for rel, sec in pool.map(_render, todo, chunksize=8):
                     durations[rel] = sec
                     progress.update(1)
