@@ -306,7 +306,7 @@ def test_interrupted_build_is_finished_identically(corpus: Path, tmp_path: Path)
     for p in removed:
         (copy / p).unlink()
     (copy / "corpus.json").unlink()
-    stale = copy / "wav" / "synth" / ".000.wav.12345.tmp"
+    stale = copy / "wav" / "synth" / ".000.12345.tmp.wav"  # what atomic_path leaves when killed
     stale.write_bytes(b"half a file")
     kept = {k: v for k, v in _mtimes(copy).items() if k.startswith("wav/") and k != str(stale.relative_to(copy))}
 

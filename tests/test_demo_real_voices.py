@@ -8,12 +8,14 @@ The table and unit tests always run. The tests on the packages' files fetch them
 from __future__ import annotations
 
 import shutil
+import zipfile
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
+from test_packaging import wheel  # noqa: F401  (fixture)
 
 from modeling_dino_speech.recipes.demo import corpus as dc
 from modeling_dino_speech.recipes.demo import real_voices as rv
@@ -113,6 +115,13 @@ def test_every_heldout_speaker_has_material_for_two_utterances(table):
             assert n >= 8, speaker  # 11-15 words of ~1 s make 2-5 joined utterances of >= 2.5 s
         else:
             assert n >= 30, speaker  # candidate lines of 2.5-8 s
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_table(wheel):  # noqa: F811
+    with zipfile.ZipFile(wheel) as archive:
+        shipped = archive.read("modeling_dino_speech/recipes/demo/real_voices.csv").decode("utf-8")
+    assert shipped == rv.TABLE.read_text(encoding="utf-8")
 
 
 def test_read_table_rejects_a_malformed_table(tmp_path):

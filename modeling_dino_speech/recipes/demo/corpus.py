@@ -49,9 +49,10 @@ from typing import Sequence
 
 import numpy as np
 
+from ...utils.atomic import write_text_atomic
 from .config import BUILDER_VERSION, DemoCorpusConfig
 from .debian import DemoCorpusUnavailable, default_cache_dir, fetch_debian_packages
-from .files import file_lock, write_csv_atomic, write_text_atomic
+from .files import STALE_PATTERN, file_lock, write_csv_atomic
 from .readme import attribution, readme
 from .real_voices import (
     SPEECH_PACKAGES,
@@ -205,7 +206,7 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
         log(f"Demo corpus in {out}: incomplete (interrupted build?); finishing it, finished files are kept.")
     with contextlib.suppress(FileNotFoundError):
         (out / "corpus.json").unlink()  # from here on the folder is "being built"
-    for stale in out.rglob(".*.tmp"):
+    for stale in out.rglob(STALE_PATTERN):
         stale.unlink()
     (out / ".build").mkdir(exist_ok=True)
     write_text_atomic(

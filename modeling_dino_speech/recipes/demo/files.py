@@ -1,17 +1,22 @@
-"""Atomic writes and advisory locks: a file of the demo corpus that exists is complete, and two builders (tests
-and ``make demo``) sharing a cache or an output folder do not collide."""
+"""The corpus's files: written atomically (through :mod:`modeling_dino_speech.utils.atomic`), so a file that
+exists is complete, and an advisory lock, so two builders (tests and ``make demo``) sharing a cache or an output
+folder do not collide."""
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import os
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["atomic_path", "file_lock", "write_csv_atomic", "write_text_atomic", "write_wav_atomic"]
+from ...utils.atomic import atomic_path
+
+__all__ = ["STALE_PATTERN", "file_lock", "write_csv_atomic", "write_wav_atomic"]
+
+#: What a write killed half-way leaves behind (``atomic_path``'s hidden temporary files).
+STALE_PATTERN = ".*.tmp*"
 
 
 @contextlib.contextmanager
@@ -29,25 +34,6 @@ def file_lock(path: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
-
-
-@contextlib.contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """A hidden temporary name next to ``path`` to write to; renamed to ``path`` when the block succeeds, removed
-    when it fails. (A killed process leaves a ``.<name>.<pid>.tmp`` that the next build deletes.)"""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
 
 
 def write_wav_atomic(path: Path, waveform: np.ndarray, sampling_rate: int) -> None:

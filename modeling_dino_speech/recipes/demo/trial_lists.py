@@ -10,7 +10,7 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from ...data.trials import Trial, write_trials
-from .files import atomic_path
+from ...utils.atomic import atomic_path
 
 __all__ = ["all_pairs", "make_crosslang_trials", "make_trials", "write_trial_list"]
 
