@@ -245,8 +245,12 @@ def _build(cfg: DemoCorpusConfig, out: Path, log) -> dict:
         for job, label in prosody_jobs(v, cfg.prosody_utterances, texts, cfg, rng_prosody)
     ]
     real = asterisk_jobs(sounds, transcripts, cfg, rng_real)
-    log(f"Planning the verified real voices ({len(table)} files in {TABLE.name}) ...")
+    planning = time.time()
     verified = plan_verified_voices(table, folders, cfg, rng_verified)
+    log(
+        f"Recorded voices: {len(verified)} utterances planned from {TABLE.name} ({len(table)} files, "
+        f"{time.time() - planning:.0f} s to measure them)"
+    )
     music_src = sorted(folders[MUSIC_PACKAGE].glob("usr/share/asterisk/moh/*.wav"))
     music_jobs = [
         RenderJob(

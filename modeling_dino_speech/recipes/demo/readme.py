@@ -103,9 +103,9 @@ and channels, which shows that several languages were recorded in sessions with 
 hold two voices each, fr, uk and ca more than one), checked with a supervised speaker encoder (resemblyzer, used
 only as an analysis tool, never by the builder or in training) and with F0. Nobody listened to the files. What
 could not be verified: whether one person recorded several languages (the encoder cannot tell this apart from
-two similar voices), and the children's voices among the KTuberling volunteers (fi, nl, sr, da, gl resemble one
-another): some non-target trials of `trials_real_new.txt` may pair one person in two languages; such speakers
-all sit on the held-out side, none in training. Which Fillets actor voices which minor character is unknown; the
+two similar voices), nor the identities among several high, probably children's, KTuberling voices (fi, nl, sr,
+da, gl), which resemble one another: some non-target trials of `trials_real_new.txt` may pair one person in two
+languages; such speakers all sit on the held-out side, none in training. Which Fillets actor voices which minor character is unknown; the
 characters that sound as close to one of the two held-out fish as a same-actor pair are excluded, a few of the
 remaining ones are only a little below that threshold. The number of voices in ca (2-4) and uk (1-2) is
 uncertain; they are in training, where the labels only score clusters. That core es is Allison Smith comes from

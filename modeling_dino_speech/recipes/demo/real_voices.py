@@ -136,7 +136,7 @@ VERIFIED_CREDITS = {
         "GPL-2+",
     ),
     "fillets-ng-data-cs": (
-        "Fish Fillets NG, Czech dialogue (the game's original voices)",
+        "Fish Fillets NG, Czech dialogue",
         "voice actors not named; upstream authors Ivo and Pavel Danihelka, ALTAR interactive and translators",
         "GPL-2",
     ),
@@ -380,7 +380,7 @@ def plan_verified_voices(
     planned = []
     for (split, speaker), files in sorted(groups.items()):
         speaker_rng = np.random.default_rng([base, zlib.crc32(f"{split}/{speaker}".encode())])
-        for name, members in _speaker_units(split, files, lengths, cfg, speaker_rng):
+        for name, members in _speaker_units(split, files, lengths, cfg, speaker_rng, gap):
             seconds = (sum(lengths[m] for m in members) + gap * (len(members) - 1)) / SAMPLING_RATE
             folder = "real_new" if split == "heldout" else "real_train"
             job = RenderJob(
@@ -400,9 +400,9 @@ def _speaker_units(
     lengths: dict[LabelledFile, int],
     cfg: DemoCorpusConfig,
     rng: np.random.Generator,
+    gap: int,
 ) -> list[tuple[str, tuple[LabelledFile, ...]]]:
-    """(file name, members) of one speaker's utterances."""
-    gap = int(round(cfg.joined_gap_seconds * SAMPLING_RATE))
+    """(file name, members) of one speaker's utterances; ``gap`` in samples."""
     min_length = math.ceil(cfg.joined_min_seconds * SAMPLING_RATE)
 
     def joined(rows: list[LabelledFile]) -> list[tuple[LabelledFile, ...]]:
@@ -424,4 +424,4 @@ def _speaker_units(
         return [(f"pu{i:03d}", m) for i, m in enumerate(joined(files))]
     short = [f for f in files if lengths[f] < cfg.join_below_seconds * SAMPLING_RATE]
     lines = [(f.stem, (f,)) for f in files if lengths[f] >= cfg.join_below_seconds * SAMPLING_RATE]
-    return lines + [(f"pu{i:03d}", m) for i, m in enumerate(joined(short) if short else [])]
+    return lines + [(f"pu{i:03d}", m) for i, m in enumerate(joined(short))]
