@@ -9,6 +9,7 @@ from modeling_dino_speech.data.audio import (
     audio_info,
     is_silent,
     load_audio,
+    load_segments,
     resample,
 )
 
@@ -181,3 +182,17 @@ def test_load_segments_opens_once_and_matches_load_audio(tmp_path):
     assert np.array_equal(left, x[:, 0])
     with pytest.raises(AudioError, match="channel 2 requested"):
         load_audio(path, SR, channel=2)
+
+
+def test_header_less_gsm_streams_are_read_in_segments(tmp_path):
+    """Raw GSM 6.10 files (as Asterisk prompt packages ship them) cannot seek: segments still come out right."""
+    t = np.arange(8000 * 2) / 8000
+    x = (0.3 * np.sin(2 * np.pi * 300 * t)).astype(np.float32)
+    path = tmp_path / "prompt.gsm"
+    sf.write(path, x, 8000, format="RAW", subtype="GSM610")
+    whole = load_audio(path, sampling_rate=None)
+    assert whole.shape == (16000,) and np.abs(whole).max() > 0.1
+    first, later = load_segments(path, [(0, 4000), (8000, 4000)], sampling_rate=None)
+    np.testing.assert_array_equal(first, whole[:4000])
+    np.testing.assert_array_equal(later, whole[8000:12000])
+    assert load_audio(path, sampling_rate=16000).shape == (32000,)

@@ -193,8 +193,13 @@ def load_segments(
             segments = segments(total, native_sr)
         if channel is not None and not 0 <= channel < handle.channels:
             raise AudioError(path, f"channel {channel} requested but the file has {handle.channels} channel(s)")
+        # Header-less streams (raw GSM 6.10 prompts) cannot seek: decode them once and cut the segments from that.
+        whole = None if handle.seekable() else _read(handle, path, total, 0, None)
         for start, frames in segments:
-            data = _read(handle, path, total, start, frames)
+            if whole is None:
+                data = _read(handle, path, total, start, frames)
+            else:
+                data = _slice(whole, path, total, start, frames)
             if channel is not None:
                 wav = data[:, channel]
             elif data.shape[1] == 1:
@@ -208,7 +213,8 @@ def load_segments(
     return out
 
 
-def _read(handle: sf.SoundFile, path: str, total: int, start: int | None, frames: int | None) -> np.ndarray:
+def _segment_bounds(path: str, total: int, start: int | None, frames: int | None) -> tuple[int, int]:
+    """`(first frame, count)` of a requested segment (count -1: to the end), checked against the file."""
     first = 0 if start is None else int(start)
     if first < 0:
         raise AudioError(path, f"negative start frame {first}")
@@ -217,9 +223,21 @@ def _read(handle: sf.SoundFile, path: str, total: int, start: int | None, frames
     count = -1 if frames is None else int(frames)
     if frames is not None and count <= 0:
         raise AudioError(path, f"requested {count} frames; must be positive")
+    return first, count
+
+
+def _slice(whole: np.ndarray, path: str, total: int, start: int | None, frames: int | None) -> np.ndarray:
+    first, count = _segment_bounds(path, total, start, frames)
+    return whole[first:] if count < 0 else whole[first : first + count]
+
+
+def _read(handle: sf.SoundFile, path: str, total: int, start: int | None, frames: int | None) -> np.ndarray:
+    first, count = _segment_bounds(path, total, start, frames)
     try:
-        handle.seek(first)
-        data = handle.read(count, dtype="float32", always_2d=True)
+        if handle.seekable():
+            handle.seek(first)
+        # a stream that cannot seek cannot be read "to the end" either: ask for the frames its header gives
+        data = handle.read(count if count >= 0 else total - first, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError) as err:
         raise AudioError(path, f"decoding failed ({err})") from None
     if data.shape[0] == 0:

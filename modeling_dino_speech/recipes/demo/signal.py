@@ -45,23 +45,13 @@ def read_recording(path: str | os.PathLike) -> tuple[np.ndarray, int]:
     """
     import soundfile as sf
 
-    from ...data.audio import AudioError, audio_info, load_audio
+    from ...data.audio import audio_info, load_audio
 
     path = os.fspath(path)
     audio_info(path)  # a missing, unreadable, empty or truncated file raises the AudioError that names it
     with sf.SoundFile(path) as handle:
-        channels, rate, seekable = handle.channels, int(handle.samplerate), handle.seekable()
-    if not seekable:
-        # Header-less raw GSM 6.10 (``.gsm`` prompts): libsndfile decodes it as a stream but refuses the seek to
-        # frame 0 that load_audio makes, so it is read in one go here.
-        data, _ = sf.read(path, dtype="float32", always_2d=True)
-        if data.shape[0] == 0 or not np.isfinite(data).all():
-            raise AudioError(path, "no usable samples decoded")
-        parts = [data[:, c] for c in range(data.shape[1])]
-    elif channels == 1:
-        parts = [load_audio(path, sampling_rate=None)]
-    else:
-        parts = [load_audio(path, sampling_rate=None, channel=c) for c in range(channels)]
+        channels, rate = handle.channels, int(handle.samplerate)
+    parts = [load_audio(path, sampling_rate=None, channel=c if channels > 1 else None) for c in range(channels)]
     if len(parts) > 1:
         energy = np.array([float(np.mean(np.square(p, dtype=np.float64))) for p in parts])
         parts = [p for p, e in zip(parts, energy) if e >= _EMPTY_CHANNEL * energy.max()]
