@@ -140,6 +140,17 @@ def test_a_run_on_a_busy_output_dir_stops_before_writing_anything(holder, corpus
     assert sorted(p.name for p in out.iterdir()) == before == [".lock"]
 
 
+def test_pseudo_labelling_on_a_busy_output_dir_stops_before_writing_anything(holder, corpus, tmp_path):
+    from modeling_dino_speech.training.pseudo_label import PseudoLabelConfig, run_pseudo_labelling
+
+    OutputDirBusy, _ = _lock()
+    out, proc = holder
+    cfg = load_config(PseudoLabelConfig, None, [f"init={tmp_path}", f"output_dir={out}", f"data.train={corpus}"])
+    with pytest.raises(OutputDirBusy, match=f"pid {proc.pid}"):
+        run_pseudo_labelling(cfg)
+    assert sorted(p.name for p in out.iterdir()) == [".lock"]
+
+
 # --------------------------------------------------------------------------------------------- values
 
 

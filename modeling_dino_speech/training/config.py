@@ -1,4 +1,5 @@
-"""Training recipes as data: YAML files mapped onto dataclasses, with strict keys and `key=value` overrides."""
+"""Training recipes as data: YAML files mapped onto dataclasses, with strict keys, `key=value` overrides, and
+every value checked against its allowed range (`utils.checks`) before any work."""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
-"""What DINO pre-training and pseudo-labelling set up alike: the run's accelerator, the training pool, and the
-hook through which they reach evaluation."""
+"""What DINO pre-training and pseudo-labelling set up alike: the run's accelerator and its output folder's lock
+(`open_run`, which writes nothing else), the recipe and its history, the trackers and the seed (`begin_run`), the
+training pool, and the hook through which they reach evaluation."""
 
 from __future__ import annotations
 
