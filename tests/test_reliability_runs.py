@@ -406,7 +406,7 @@ def test_the_pseudo_label_pool_is_screened_by_the_data_policy(corpus, tmp_path, 
     pool = load_manifest(manifest, on_error="skip")
     assert len(pool) == 24 + 4  # what DINO training accepts
     data = load_config(DataConfig, None, [f"train={manifest}", f"crops.on_error={policy}"])
-    single = types.SimpleNamespace(process_index=0, num_processes=1)
+    single = types.SimpleNamespace(process_index=0, num_processes=1, is_local_main_process=True)
     if policy == "fail":
         with pytest.raises(ValueError, match="(?s)4 unusable audio file") as caught:
             screen_pool(single, pool, data, DinoSpeechFeatureExtractor())

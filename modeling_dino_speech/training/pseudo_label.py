@@ -170,7 +170,8 @@ def screen_pool(accelerator, pool, data: DataConfig, feature_extractor):
     problems: Dict[int, str] = {i: why for index, whys in pieces for i, why in zip(index, whys) if why is not None}
     lines = [f"{paths[i]}: {problems[i]}" for i in sorted(problems)]
     source = f"the pseudo-labelling pool (data.crops.on_error={data.crops.on_error})"
-    report_problems(lines, "raise" if data.crops.on_error == "fail" else "skip", source)
+    if data.crops.on_error == "fail" or accelerator.is_local_main_process:  # one warning, every process raises
+        report_problems(lines, "raise" if data.crops.on_error == "fail" else "skip", source)
     if len(problems) == len(paths):
         raise ValueError(f"{source}: no usable file is left to embed")
     return pool.select([i for i in range(len(paths)) if i not in problems]) if problems else pool
