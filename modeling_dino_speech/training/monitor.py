@@ -143,8 +143,8 @@ class CollapseMonitor:
     min_batch_entropy: float = 0.05
     max_sample_entropy: float = 0.98
     min_embedding_std: float = 1e-4
-    max_embedding_cosine: float = 0.99
-    min_teacher_information: float = 0.01
+    max_embedding_cosine: float = 0.999
+    min_teacher_information: float = 0.001
     streaks: Dict[str, int] = field(default_factory=lambda: {k: 0 for k in CAUSES})
     reported: List[str] = field(default_factory=list)
     events: List[Dict[str, object]] = field(default_factory=list)
