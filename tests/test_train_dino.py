@@ -96,11 +96,12 @@ def test_train_export_and_load(corpus, tmp_path):
 
     import modeling_dino_speech  # noqa: F401
 
-    # a corrupt file in the manifest is skipped and reported, never a crash mid-epoch
-    bad = corpus.parent / "spk0" / "corrupt.wav"
+    # a corrupt file in the manifest is skipped and reported, never a crash mid-epoch (written outside the shared
+    # corpus, which the other tests read)
+    bad = tmp_path / "corrupt.wav"
     bad.write_bytes(b"RIFF\x00\x00\x00\x00WAVEfmt garbage")
     manifest = corpus.parent / "with_bad.csv"
-    manifest.write_text(corpus.read_text() + "spk0/corrupt.wav,spk0,2.0\n")
+    manifest.write_text(corpus.read_text() + f"{bad},spk0,2.0\n")
     out = tmp_path / "run"
     result = run_train(common(manifest, out, 6, ["save_every=3", "data.crops.on_error=skip"]))
     assert result.returncode == 0, result.stderr[-4000:]

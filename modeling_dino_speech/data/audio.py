@@ -8,7 +8,7 @@ the rate it wants: the model's, which its feature extractor carries (``feature_e
 Policy for damaged or unusual input:
 
 ========================  =========================================================================
-missing file              ``AudioError``
+missing file              ``AudioError`` (a broken symlink or a symlink loop named as such)
 unreadable / unsupported  ``AudioError`` (e.g. m4a: convert to wav or flac first)
 truncated WAV             ``AudioError`` (the header announces more data than the file holds)
 zero-length               ``AudioError``
@@ -23,6 +23,7 @@ other sampling rates      resampled with libsoxr (:func:`modeling_dino_speech.re
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 from typing import Callable, NamedTuple, Optional, Sequence
@@ -40,7 +41,9 @@ __all__ = [
     "is_silent",
     "load_audio",
     "load_segments",
+    "missing_reason",
     "resample",
+    "usability_problem",
 ]
 
 # libsndfile reports in its log "data : <declared> (should be <actual>)" when a WAV data chunk is shorter
@@ -79,9 +82,25 @@ class AudioInfo(NamedTuple):
     """Length in seconds."""
 
 
+def missing_reason(path: str | os.PathLike) -> str:
+    """Why a path that does not resolve to a file is not there: a symlink loop, a broken symlink, a permission
+    denied on the way, or plainly no such file."""
+    try:
+        os.stat(path)
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            return "symlink loop (the link resolves to itself, directly or through others)"
+        if os.path.islink(path):
+            return f"broken symlink (it points to {os.readlink(path)}, which does not exist)"
+        if err.errno == errno.EACCES:
+            return "permission denied"
+        return "file does not exist"
+    return "file does not exist" if not os.path.isdir(path) else "is a directory, not a file"
+
+
 def _open(path: str) -> sf.SoundFile:
     if not os.path.exists(path):
-        raise AudioError(path, "file does not exist")
+        raise AudioError(path, missing_reason(path))
     if os.path.isdir(path):
         raise AudioError(path, "is a directory, not an audio file")
     try:
@@ -247,6 +266,23 @@ def _read(handle: sf.SoundFile, path: str, total: int, start: int | None, frames
         bad = int((~np.isfinite(data)).sum())
         raise AudioError(path, f"{bad} NaN/Inf sample(s) in the audio")
     return data
+
+
+def usability_problem(
+    path: str | os.PathLike, sampling_rate: int, min_seconds: float = 0.0, drop_silent: bool = False
+) -> Optional[str]:
+    """What makes ``path`` unusable as a whole utterance (decoded entirely), or None: unreadable, NaN/Inf
+    samples, shorter than ``min_seconds``, or (``drop_silent``) silent by :func:`is_silent`."""
+    try:
+        wav = load_audio(path, sampling_rate)
+    except AudioError as err:
+        return err.problem
+    seconds = len(wav) / sampling_rate
+    if seconds < min_seconds:
+        return f"too short: {seconds * 1000:.1f} ms (less than {min_seconds * 1000:.1f} ms)"
+    if drop_silent and is_silent(wav):
+        return "silent (below -60 dBFS)"
+    return None
 
 
 def is_silent(waveform: np.ndarray | torch.Tensor, threshold_db: float = -60.0) -> bool:

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import glob
 import logging
+import math
 import os
 from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
 
+from ..utils.checks import SettingError
 from .audio import AudioError, audio_info, load_audio
 from .channel import apply_responses, g711, random_channel_responses
 
@@ -97,7 +99,7 @@ class AugmentConfig:
         for name in ("reverb_prob", "noise_prob", "channel_prob", "codec_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
-                raise ValueError(f"AugmentConfig.{name} must be in [0, 1], got {value}")
+                raise SettingError(name, value, "in [0, 1] (a probability)")
         for name in (
             "noise_snr",
             "music_snr",
@@ -114,18 +116,21 @@ class AugmentConfig:
             "eq_gain_db",
         ):
             value = tuple(getattr(self, name))
-            if len(value) != 2 or value[0] > value[1]:
-                raise ValueError(f"AugmentConfig.{name} must be a (low, high) pair with low <= high, got {value}")
+            if len(value) != 2 or not all(math.isfinite(v) for v in value) or value[0] > value[1]:
+                raise SettingError(name, value, "a [low, high] pair of finite numbers with low <= high")
             setattr(self, name, value)
         if self.babble_speakers[0] < 1:
-            raise ValueError(f"AugmentConfig.babble_speakers must be >= 1, got {self.babble_speakers}")
+            raise SettingError("babble_speakers", self.babble_speakers, "a [low, high] pair with low >= 1")
         if self.rt60[0] <= 0:
-            raise ValueError(f"AugmentConfig.rt60 must be positive, got {self.rt60}")
+            raise SettingError("rt60", self.rt60, "a [low, high] pair of seconds with low > 0")
+        if not self.max_rir_seconds > 0:
+            raise SettingError("max_rir_seconds", self.max_rir_seconds, "a number of seconds > 0")
         weights = tuple(float(w) for w in self.category_weights)
-        if len(weights) != 3 or min(weights) < 0 or sum(weights) <= 0:
-            raise ValueError(
-                f"AugmentConfig.category_weights must be 3 non-negative weights (noise, music, babble) "
-                f"with a positive sum, got {self.category_weights}"
+        if len(weights) != 3 or min(weights) < 0 or not 0 < sum(weights) < math.inf:
+            raise SettingError(
+                "category_weights",
+                self.category_weights,
+                "3 non-negative weights (noise, music, babble) with a positive sum",
             )
         self.category_weights = weights
 

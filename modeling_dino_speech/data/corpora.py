@@ -22,12 +22,13 @@ from __future__ import annotations
 import csv
 import glob
 import logging
+import math
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Sequence
 
-from .audio import AudioError, audio_info
+from .audio import AudioError, audio_info, missing_reason, usability_problem
 
 __all__ = [
     "AUDIO_EXTENSIONS",
@@ -41,6 +42,8 @@ __all__ = [
     "load_manifest",
     "load_msp_podcast",
     "load_voxceleb",
+    "report_problems",
+    "screen_audio",
 ]
 
 logger = logging.getLogger(__name__)
@@ -131,12 +134,44 @@ def compute_durations(
     else:
         results = [_safe_info(p) for p in paths]
     problems = [f"{p}: {problem}" for p, (_, problem) in zip(paths, results) if problem is not None]
-    if problems:
-        listing = "\n  ".join(problems[:50]) + (f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else "")
-        if on_error == "raise":
-            raise ValueError(f"{source}: {len(problems)} unusable audio file(s):\n  {listing}")
-        logger.warning("%s: skipping %d unusable audio file(s):\n  %s", source, len(problems), listing)
+    report_problems(problems, on_error, source)
     return [d for d, _ in results], problems
+
+
+def report_problems(problems: Sequence[str], on_error: str, source: str) -> None:
+    """One error (``on_error="raise"``) or one warning (``"skip"``) that lists ``"<path>: <problem>"`` lines."""
+    if not problems:
+        return
+    listing = _listing(problems)
+    if on_error == "raise":
+        raise ValueError(f"{source}: {len(problems)} unusable audio file(s):\n  {listing}")
+    logger.warning("%s: skipping %d unusable audio file(s):\n  %s", source, len(problems), listing)
+
+
+def _listing(lines: Sequence[str], at_most: int = 50) -> str:
+    """The first `at_most` lines, one per line, indented (and how many more there are)."""
+    more = f"\n  ... and {len(lines) - at_most} more" if len(lines) > at_most else ""
+    return "\n  ".join(lines[:at_most]) + more
+
+
+def screen_audio(
+    paths: Sequence[str],
+    sampling_rate: int,
+    min_seconds: float = 0.0,
+    drop_silent: bool = False,
+    num_threads: int = 8,
+) -> list[str | None]:
+    """What makes each file unusable as a whole utterance (:func:`~.audio.usability_problem`: unreadable,
+    NaN/Inf samples, too short, silent), or None for a usable one, aligned with ``paths``. Every file is decoded
+    (by a small thread pool); nothing is reported (see :func:`report_problems`)."""
+
+    def problem(path: str) -> str | None:
+        return usability_problem(path, sampling_rate, min_seconds, drop_silent)
+
+    if num_threads > 1 and len(paths) > 16:
+        with ThreadPoolExecutor(num_threads) as pool:
+            return list(pool.map(problem, paths, chunksize=16))
+    return [problem(p) for p in paths]
 
 
 def _with_durations(columns: dict[str, list], durations: bool, num_threads: int, on_error: str, source: str):
@@ -158,7 +193,8 @@ def _find_audio(root: str, pattern: str, extensions: Iterable[str]) -> list[str]
 def _require_dir(path: str, what: str) -> str:
     path = os.path.abspath(os.fspath(path))
     if not os.path.isdir(path):
-        raise FileNotFoundError(f"{path}: {what} folder does not exist")
+        reason = missing_reason(path).replace("file does not exist", "folder does not exist")
+        raise FileNotFoundError(f"{path}: {what} {reason}")
     return path
 
 
@@ -477,7 +513,7 @@ def load_manifest(
     _check_on_error(on_error)
     path = os.path.abspath(os.fspath(path))
     if not os.path.isfile(path):
-        raise FileNotFoundError(f"{path}: manifest does not exist")
+        raise FileNotFoundError(f"{path}: manifest: {missing_reason(path)}")
     base = os.path.dirname(path)
     with open(path, newline="", encoding="utf-8") as handle:
         reader = csv.reader(handle)
@@ -504,16 +540,30 @@ def load_manifest(
     columns["path"] = [p if os.path.isabs(p) else os.path.normpath(os.path.join(base, p)) for p in columns["path"]]
     if "duration" in columns:
         parsed: list[float | None] = []
+        invalid: list[str] = []
         for text, lineno in zip(columns["duration"], linenos):
             try:
-                parsed.append(float(text) if text else None)
+                value = float(text) if text else None
             except ValueError:
                 raise ValueError(f"{path}:{lineno}: duration {text!r} is not a number") from None
+            if value is not None and not (math.isfinite(value) and value > 0):
+                invalid.append(f"{path}:{lineno}: duration {text!r} is not a positive number of seconds")
+            parsed.append(value)
+        if invalid:
+            if on_error == "raise":
+                raise ValueError(f"{len(invalid)} invalid duration(s) in the manifest:\n  {_listing(invalid)}")
+            logger.warning(
+                "%s: skipping %d row(s) with invalid durations:\n  %s", path, len(invalid), _listing(invalid)
+            )
         columns["duration"] = parsed
+        columns = _keep_rows(columns, [d is None or (math.isfinite(d) and d > 0) for d in parsed])
+        if not columns["path"]:
+            raise ValueError(f"{path}: no row with a valid duration")
     if check_files:
         missing = [p for p in columns["path"] if not os.path.isfile(p)]
         if missing:
-            message = f"{path}: {len(missing)} listed audio file(s) are missing:\n  " + "\n  ".join(missing[:50])
+            listing = [f"{p} ({missing_reason(p)})" if os.path.lexists(p) else p for p in missing[:50]]
+            message = f"{path}: {len(missing)} listed audio file(s) are missing:\n  " + "\n  ".join(listing)
             if on_error == "raise":
                 raise FileNotFoundError(message)
             logger.warning(message)

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
+from ..utils.checks import above, at_least, check_ranges, one_of
 from .audio import AudioError, is_silent, load_audio, load_segments
 from .augment import AugmentConfig, Augmenter
 from .vad import EnergyVADConfig, apply_energy_vad
@@ -75,14 +76,18 @@ class MultiCropConfig:
     """``"skip"``: drop an unreadable item, log it once, count it; ``"fail"``: raise its AudioError."""
 
     def __post_init__(self) -> None:
-        if self.n_global < 1 or self.n_local < 0:
-            raise ValueError(
-                f"MultiCropConfig: need n_global >= 1 and n_local >= 0, got {self.n_global}, {self.n_local}"
-            )
-        if self.global_seconds <= 0 or (self.n_local and self.local_seconds <= 0):
-            raise ValueError("MultiCropConfig: crop lengths (global_seconds, local_seconds) must be positive")
-        if self.on_error not in ("skip", "fail"):
-            raise ValueError(f"MultiCropConfig.on_error must be 'skip' or 'fail', got {self.on_error!r}")
+        check_ranges(
+            self,
+            {
+                "n_global": at_least(1, integer=True),
+                "global_seconds": above(0),
+                "n_local": at_least(0, integer=True),
+                **({"local_seconds": above(0)} if self.n_local else {}),
+                "min_duration": at_least(0),
+                "vad_threshold_db": at_least(-200),
+                "on_error": one_of("skip", "fail"),
+            },
+        )
 
     def global_samples(self, sampling_rate: int) -> int:
         return int(round(self.global_seconds * sampling_rate))

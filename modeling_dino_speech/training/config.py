@@ -1,4 +1,5 @@
-"""Training recipes as data: YAML files mapped onto dataclasses, with strict keys and `key=value` overrides."""
+"""Training recipes as data: YAML files mapped onto dataclasses, with strict keys, `key=value` overrides, and
+every value checked against its allowed range (`utils.checks`) before any work."""
 
 from __future__ import annotations
 
@@ -16,8 +17,17 @@ from ..configuration_dino_speech import DinoSpeechConfig
 from ..data.augment import AugmentConfig
 from ..data.multicrop import MultiCropConfig
 from ..utils.atomic import write_text_atomic
+from ..utils.checks import SettingError, above, at_least, between, check_ranges, one_of, pair_of
 
 T = TypeVar("T")
+
+#: The rules of the settings every run has (`DinoTrainConfig` and `PseudoLabelConfig`).
+RUN_RULES = {
+    "seed": at_least(0, integer=True),
+    "mixed_precision": one_of("auto", "no", "fp16", "bf16", "fp8"),
+    "num_threads": at_least(0, integer=True),
+    "log_every": at_least(1, integer=True),
+}
 
 
 @dataclass
@@ -37,6 +47,16 @@ class DataConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     augmentation: bool = True
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                "corpus": one_of("manifest", "folder", "voxceleb"),
+                "batch_size": at_least(1, integer=True),
+                "num_workers": at_least(0, integer=True),
+            },
+        )
+
 
 @dataclass
 class OptimConfig:
@@ -54,6 +74,24 @@ class OptimConfig:
     grad_accum: int = 1
     betas: Tuple[float, float] = (0.9, 0.999)
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                "epochs": at_least(0, integer=True),
+                "max_steps": at_least(0, integer=True).or_null("the schedules span epochs; 0 exports the random init"),
+                "lr": above(0),
+                "min_lr": at_least(0),
+                "warmup_epochs": at_least(0),
+                "weight_decay": at_least(0),
+                "weight_decay_end": at_least(0),
+                "clip_grad": at_least(0).or_null("0 or null: no clipping"),
+                "freeze_last_layer_epochs": at_least(0),
+                "grad_accum": at_least(1, integer=True),
+                "betas": pair_of(between(0, 1, high_open=True)),
+            },
+        )
+
 
 @dataclass
 class DinoConfig:
@@ -68,6 +106,21 @@ class DinoConfig:
     """Weight of the KoLeo regulariser (DINOv2) on the student's embeddings of each global view, against
     dimensional collapse; 0 is the paper's plain DINO."""
 
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                "teacher_temperature": above(0),
+                "warmup_teacher_temperature": above(0),
+                "warmup_teacher_temperature_epochs": at_least(0),
+                "student_temperature": above(0),
+                "center_momentum": between(0, 1),
+                "teacher_momentum": between(0, 1),
+                "teacher_momentum_end": between(0, 1),
+                "koleo_weight": at_least(0),
+            },
+        )
+
 
 @dataclass
 class ExportConfig:
@@ -78,6 +131,9 @@ class ExportConfig:
     (`training.whitening`), in the exported `final/` model."""
     whitening_utterances: int = 2000
     """Pool utterances (a seeded random sample) the whitening is estimated on."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"whitening_utterances": at_least(2, integer=True)})
 
 
 @dataclass
@@ -92,6 +148,30 @@ class MonitorConfig:
     max_sample_entropy: float = 0.98
     """Per-sample teacher entropy, as a fraction of log K, above which the teacher is uniform (flat collapse)."""
     min_embedding_std: float = 1e-4
+    """Spread of the teacher embeddings over the batch below which they are constant (an absolute test, for
+    embeddings that die out; `max_embedding_cosine` is the scale-free one)."""
+    max_embedding_cosine: float = 0.999
+    """Mean pairwise cosine similarity of the teacher embeddings above which they all point the same way (a
+    randomly initialised ResNet without a BatchNorm before its embedding layer reads about 0.92)."""
+    min_teacher_information: float = 0.001
+    """Teacher batch entropy minus mean per-sample entropy (the information its output carries about the input,
+    as a fraction of log K) below which every sample gets the same distribution, whatever that distribution. The
+    paper's LResNet34 (65536 prototypes) reads about 0.01 in its first steps; a run blown up by optim.lr=1000
+    reads below 1e-4."""
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                "collapse_action": one_of("warn", "stop"),
+                "patience": at_least(1, integer=True),
+                "min_batch_entropy": between(0, 1),
+                "max_sample_entropy": between(0, 1),
+                "min_embedding_std": at_least(0),
+                "max_embedding_cosine": between(-1, 1),
+                "min_teacher_information": between(0, 1),
+            },
+        )
 
 
 @dataclass
@@ -100,6 +180,9 @@ class EvalConfig:
     audio_root: Optional[str] = None
     every_steps: int = 0
     """Evaluate the teacher's EER on `trials` every this many steps (0: only at the end, if trials are set)."""
+
+    def __post_init__(self) -> None:
+        check_ranges(self, {"every_steps": at_least(0, integer=True)})
 
 
 @dataclass
@@ -122,13 +205,34 @@ class DinoTrainConfig:
     """torch intra-op threads per process (0: leave torch's default)."""
     log_every: int = 10
     save_every: int = 200
+    """Checkpoint every this many steps (0: only at the end, or when stopped)."""
     keep_checkpoints: int = 2
+    """Complete checkpoints kept (older ones are deleted; 0 keeps all)."""
     push_to_hub: bool = False
     hub_model_id: Optional[str] = None
     hub_private: bool = False
 
     def __post_init__(self) -> None:
         check_model_kwargs(self.model, "model")
+        check_ranges(
+            self,
+            {**RUN_RULES, "save_every": at_least(0, integer=True), "keep_checkpoints": at_least(0, integer=True)},
+        )
+
+
+def check_recipe(recipe: Any) -> None:
+    """Check every section of a recipe again (it may have been changed since it was built), naming the setting's
+    path on an error (`optim.lr`)."""
+    for f in dataclasses.fields(recipe):
+        value = getattr(recipe, f.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            try:
+                check_recipe(value)
+            except SettingError as error:
+                raise error.under(f.name) from None
+    post_init = getattr(recipe, "__post_init__", None)
+    if post_init is not None:
+        post_init()
 
 
 def check_model_kwargs(kwargs: Dict[str, Any], where: str) -> None:
@@ -159,14 +263,28 @@ def _convert(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ValueError(f"{where} must be a mapping, got {value!r}")
         return from_dict(tp, value, where)
-    if origin in (tuple, Tuple):
-        return tuple(value)
-    if origin in (list, List, Sequence):
-        return list(value)
+    if origin is typing.Literal:
+        if value not in typing.get_args(tp):
+            raise ValueError(f"{where} must be one of {', '.join(map(repr, typing.get_args(tp)))}, got {value!r}")
+        return value
+    if origin in (tuple, Tuple, list, List, Sequence):
+        items = [a for a in typing.get_args(tp) if a is not Ellipsis]
+        fixed = origin in (tuple, Tuple) and items and Ellipsis not in typing.get_args(tp)
+        if not isinstance(value, (list, tuple)):
+            size = f"{len(items)} values" if fixed else "values"
+            raise ValueError(f"{where} must be a list of {size} ([a, b]), got {value!r}")
+        if fixed and len(value) != len(items):
+            raise ValueError(f"{where} must be a list of {len(items)} values, got {len(value)}: {value!r}")
+        if items:
+            kinds = items if fixed else items * len(value)
+            value = [_convert(v, kind, f"{where}[{i}]") for i, (v, kind) in enumerate(zip(value, kinds))]
+        return tuple(value) if origin in (tuple, Tuple) else list(value)
     if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     if tp is int and isinstance(value, float) and value.is_integer():
         return int(value)
+    if tp in (int, float) and isinstance(value, bool):
+        raise ValueError(f"{where} must be {tp.__name__}, got {value!r}")
     if tp is str and isinstance(value, bool):
         # YAML 1.1 reads `no`/`off` as false: for a string setting (e.g. mixed_precision: no) the word was meant.
         value = "yes" if value else "no"
@@ -184,7 +302,13 @@ def from_dict(cls: Type[T], data: Dict[str, Any], where: str = "config") -> T:
         raise ValueError(
             f"unknown key(s) in {where}: {', '.join(map(repr, unknown))} (allowed: {', '.join(sorted(names))})"
         )
-    return cls(**{k: _convert(v, hints[k], f"{where}.{k}") for k, v in data.items()})
+    values = {}
+    for key, value in data.items():
+        try:
+            values[key] = _convert(value, hints[key], f"{where}.{key}")
+        except SettingError as error:  # from a section's checks: name the setting by its path
+            raise error.under(key) from None
+    return cls(**values)
 
 
 def to_dict(obj: Any) -> Dict[str, Any]:
@@ -249,6 +373,8 @@ def load_config(cls: Type[T], path: Optional[Union[str, Path]], overrides: Seque
     data = apply_overrides(cls, data, overrides)
     try:
         return from_dict(cls, data, where=str(path or "config"))
+    except SettingError as error:  # a value out of its range
+        raise error.in_file(str(path or "the recipe")) from None
     except TypeError as error:  # a dataclass rejecting a value
         raise ValueError(f"{path}: {error}") from error
 

@@ -3,8 +3,9 @@
 Read top to bottom, in the order of facebookresearch/dino's `main_dino.py`: the pieces (`MultiCropWrapper`, the
 parameter groups, `ema_update`), then `train_dino` and its parts:
 
-* `set_up`: the accelerator, the student, the teacher (never wrapped by accelerate), the `DINOLoss` with its
-  centre, AdamW, the training pool, the step-indexed schedules, and the checkpoint a `--resume` continues from;
+* `set_up`: the accelerator and the output folder's lock, the student, the teacher (never wrapped by
+  accelerate), the `DINOLoss` with its centre, AdamW, the training pool, the step-indexed schedules, and the
+  newest intact checkpoint a `--resume` continues from (refused if the recipe changed what is trained);
 * `train_step`: teacher on the global crops, student on all crops, the loss over all (teacher view, student
   view) pairs but identical ones, backward; on the last micro-batch of a step an optimiser step on the student
   and an EMA step of the teacher;
@@ -36,12 +37,13 @@ from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
 from ..losses import DINOLoss, KoLeoLoss
 from ..modeling_dino_speech import DinoSpeechForPreTraining
 from ..utils.atomic import write_text_atomic
-from .checkpoint import checkpoint_path, latest_checkpoint, load_checkpoint, save_checkpoint
-from .config import DinoTrainConfig
+from .checkpoint import checkpoint_path, checkpoint_step, load_checkpoint, newest_intact_checkpoint, save_checkpoint
+from .config import DinoTrainConfig, check_recipe, to_dict
 from .interrupt import GracefulStop, StoppedBetweenSteps
+from .lock import OutputDirLock, on_main_process
 from .monitor import CollapseMonitor, dino_statistics
 from .schedules import DinoSchedules
-from .setup import Evaluator, build_training_dataset, start_run
+from .setup import Evaluator, begin_run, build_training_dataset, open_run
 
 __all__ = [
     "DinoRun",
@@ -157,6 +159,70 @@ def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) ->
         )
 
 
+#: Recipe settings a `--resume` may change: they steer logging, checkpoints, evaluation, the export and the
+#: machine, not what is trained (`model` is compared as the model's config, by `check_checkpoint_fits`).
+RESUMABLE_CHANGES = (
+    "output_dir",
+    "log_every",
+    "save_every",
+    "keep_checkpoints",
+    "eval",
+    "export",
+    "monitor",
+    "data.num_workers",
+    "num_threads",
+    "push_to_hub",
+    "hub_model_id",
+    "hub_private",
+    "model",
+)
+
+
+def _leaves(value: Any, prefix: str = "") -> Dict[str, Any]:
+    if isinstance(value, Mapping):
+        out: Dict[str, Any] = {}
+        for key, item in value.items():
+            out.update(_leaves(item, f"{prefix}.{key}" if prefix else str(key)))
+        return out
+    return {prefix: value}
+
+
+def check_resume_recipe(recorded: Mapping[str, Any], cfg: DinoTrainConfig, where: Path) -> None:
+    """Refuse to resume the checkpoint `where`, trained with the recipe `recorded`, with a recipe that would make
+    the continuation another run (a batch size, the data, the seed, a learning rate or schedule, the crops ...);
+    the settings in `RESUMABLE_CHANGES` may change."""
+    before, now = _leaves(recorded), _leaves(to_dict(cfg))
+
+    def free(key: str) -> bool:
+        return any(key == k or key.startswith(k + ".") for k in RESUMABLE_CHANGES)
+
+    def shown(values: Dict[str, Any], key: str) -> str:
+        return repr(values[key]) if key in values else "(unset)"
+
+    differ = [k for k in sorted(set(before) | set(now)) if not free(k) and shown(before, k) != shown(now, k)]
+    if differ:
+        details = "\n  ".join(f"{k}: {shown(before, k)} -> {shown(now, k)}" for k in differ)
+        raise ValueError(
+            f"--resume: the recipe differs from the one {where} was trained with, in settings that would make "
+            f"the continuation another run (checkpoint -> now):\n  {details}\n"
+            "To continue the run, resume with its settings (they are in the checkpoint's recipe.json and the "
+            "run's recipe.yaml); to train with the new ones, start a new run in another --output_dir. A resume "
+            f"may change only: {', '.join(RESUMABLE_CHANGES[:-1])}."
+        )
+
+
+def recorded_recipe(found: Path) -> Optional[Dict[str, Any]]:
+    """The recipe the checkpoint `found` was trained with (None for a checkpoint from before it was kept)."""
+    import yaml
+
+    if (found / "recipe.json").is_file():
+        return json.loads((found / "recipe.json").read_text(encoding="utf-8"))
+    fallback = found.parent.parent / "recipe.yaml"
+    if fallback.is_file():
+        return yaml.safe_load(fallback.read_text(encoding="utf-8"))
+    return None
+
+
 # --------------------------------------------------------------------------------------------- set-up
 
 
@@ -179,6 +245,8 @@ class DinoRun:
     monitor: CollapseMonitor
     koleo: Optional[KoLeoLoss] = None
     """The KoLeo regulariser when `dino.koleo_weight` > 0."""
+    lock: Optional[OutputDirLock] = None
+    """The output folder's lock, held from the set-up to the end of the run (released by `train_dino`)."""
     total_steps: int = 0
     schedules: Optional[DinoSchedules] = None
     state: TrainState = field(default_factory=TrainState)
@@ -237,17 +305,57 @@ def micro_batch_size(cfg: DinoTrainConfig, num_processes: int) -> int:
     return micro_batch
 
 
-def set_up(cfg: DinoTrainConfig, resume: bool = False) -> DinoRun:
-    """Everything a run needs, resumed from the newest checkpoint in `cfg.output_dir` with `resume`."""
-    output_dir = Path(cfg.output_dir)
-    config = DinoSpeechConfig(**cfg.model)
-    found = latest_checkpoint(output_dir) if resume else None
+def choose_checkpoint(accelerator, cfg: DinoTrainConfig, config: DinoSpeechConfig) -> Optional[Path]:
+    """The checkpoint a `--resume` continues from: the newest intact one (damaged ones are reported and set
+    aside), checked against the recipe; None when there is none."""
+    found = on_main_process(accelerator, lambda: newest_intact_checkpoint(cfg.output_dir, accelerator.print))
     if found is not None:
-        # Before start_run rewrites recipe.yaml: a recipe that does not fit leaves the run as it was.
         check_checkpoint_fits(json.loads((found / "model_config.json").read_text()), config, found)
-    accelerator = start_run(cfg, "dino", log_hyperparameters=True)
-    micro_batch = micro_batch_size(cfg, accelerator.num_processes)
+        recorded = recorded_recipe(found)
+        if recorded is None:
+            logger.warning("%s holds no recipe (an older version): the recipe was not compared", found)
+        else:
+            check_resume_recipe(recorded, cfg, found)
+    return found
 
+
+def set_up(cfg: DinoTrainConfig, resume: bool = False) -> DinoRun:
+    """Everything a run needs, resumed from the newest intact checkpoint in `cfg.output_dir` with `resume`.
+
+    The returned run holds the output folder's lock (`run.lock`), which the caller releases when the run ends;
+    if the set-up fails, it is released here.
+
+    Raises:
+        OutputDirBusy: another run holds `cfg.output_dir`.
+        CheckpointError: with `resume`, the folder has checkpoints but none is intact.
+        ValueError: with `resume`, the recipe changed what is trained (or the model's shape).
+    """
+    output_dir = Path(cfg.output_dir)
+    check_recipe(cfg)
+    config = DinoSpeechConfig(**cfg.model)
+    accelerator, lock = open_run(cfg, command=None)
+    try:
+        # Before anything is written: a recipe that does not fit leaves the run as it was.
+        found = choose_checkpoint(accelerator, cfg, config) if resume else None
+        begin_run(accelerator, cfg, "dino", log_hyperparameters=True, continued=found is not None)
+        if accelerator.is_main_process:
+            # a resumed run logs the steps after its checkpoint again; a new run starts a new log
+            TrainingLog.trim(output_dir / "metrics.jsonl", checkpoint_step(found) if found is not None else 0)
+        run = _build(cfg, accelerator, config)
+        run.lock = lock
+        if found is not None:
+            resume_from(run, found)
+        elif resume:
+            accelerator.print(f"--resume: no checkpoint in {output_dir / 'checkpoints'}, starting from scratch")
+    except BaseException:
+        lock.release()
+        raise
+    return run
+
+
+def _build(cfg: DinoTrainConfig, accelerator, config: DinoSpeechConfig) -> DinoRun:
+    """The models, the loss, the optimiser, the pool and the schedules of a run."""
+    micro_batch = micro_batch_size(cfg, accelerator.num_processes)
     feature_extractor = DinoSpeechFeatureExtractor.from_model_config(config)
     student = MultiCropWrapper(DinoSpeechForPreTraining(config))
     teacher = copy.deepcopy(student)
@@ -285,10 +393,6 @@ def set_up(cfg: DinoTrainConfig, resume: bool = False) -> DinoRun:
     run.schedules = DinoSchedules.build(
         cfg.optim, cfg.dino, max(run.total_steps, 1), steps_per_epoch, cfg.data.batch_size
     )
-    if found is not None:
-        resume_from(run, found)
-    elif resume:
-        accelerator.print(f"--resume: no checkpoint in {output_dir / 'checkpoints'}, starting from scratch")
     return run
 
 
@@ -306,8 +410,12 @@ def save_dino_checkpoint(run: DinoRun) -> Path:
         tensors,
         {"train_state": vars(run.state), "monitor": run.monitor.state_dict()},
         run.cfg.keep_checkpoints,
-        # in the checkpoint before its rename: a checkpoint without its model's shape could not be resumed
-        texts={"model_config.json": json.dumps(run.config.to_diff_dict(), indent=1, sort_keys=True)},
+        # in the checkpoint before its rename: a checkpoint without its model's shape could not be resumed, and
+        # its recipe is what a resume is compared with
+        texts={
+            "model_config.json": json.dumps(run.config.to_diff_dict(), indent=1, sort_keys=True),
+            "recipe.json": json.dumps(to_dict(run.cfg), indent=1),
+        },
     )
 
 
@@ -437,6 +545,27 @@ class TrainingLog:
         )
         self._since = time.perf_counter()
 
+    @staticmethod
+    def trim(metrics_file: Path, last_step: int) -> None:
+        """Keep the rows of `metrics_file` up to step `last_step` (a run resumed from that step logs the later
+        ones again; a new run starts from 0), and drop a line a kill cut short; rewritten atomically."""
+        if not metrics_file.is_file():
+            return
+        kept, dropped = [], 0
+        for line in metrics_file.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):
+                dropped += 1
+                continue
+            if isinstance(step, (int, float)) and step <= last_step:
+                kept.append(line)
+            else:
+                dropped += 1
+        if dropped:
+            write_text_atomic(metrics_file, "".join(line + "\n" for line in kept))
+            logger.info("%s: dropped %d row(s) after step %d (logged anew now)", metrics_file, dropped, last_step)
+
     def record(self, step: int, scalars: Mapping[str, float]) -> None:
         """Scalars of `step` to TensorBoard and (main process) `metrics.jsonl`."""
         self.run.accelerator.log(dict(scalars), step=step)
@@ -476,6 +605,10 @@ class TrainingLog:
                 out.teacher_embeddings,
                 run.dino_loss.center,
             )
+            if run.accelerator.num_processes > 1:
+                # every process must see the same signals, or under collapse_action=stop one would stop alone
+                values = torch.tensor(list(stats.values()), dtype=torch.float64, device=run.accelerator.device)
+                stats = dict(zip(stats, run.accelerator.reduce(values, "mean").tolist()))
         n_crops = crops.n_global + crops.n_local
         stats.update(
             loss=float(run.accelerator.reduce(out.loss.detach().float(), "mean")),
@@ -613,12 +746,16 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
         accelerator.print(f"skipped {state.num_skipped} unreadable utterance(s) (see the warnings above)")
     if collapsed:
         accelerator.print(f"training stopped early: collapse ({collapsed}); exporting the teacher for inspection")
+    monitored = run.monitor.summary()
+    if monitored["collapse"] and not collapsed:
+        events = ", ".join(f"{e['kind']} at step {e['step']}" for e in monitored["collapses"])
+        accelerator.print(f"WARNING: the run collapsed ({events}; see the warnings above); exporting it all the same")
     if accelerator.is_main_process:
         summary = {
             "steps": state.global_step,
             "epochs": state.epoch,
             "skipped_files": state.num_skipped,
-            "collapse": collapsed,
+            **monitored,
         }
         embedding_model = None
         if run.cfg.export.whitening:
@@ -659,20 +796,23 @@ def train_dino(cfg: DinoTrainConfig, resume: bool = False, evaluator: Optional[E
         evaluator: evaluates the teacher every `cfg.eval.every_steps` steps and at the end (see `Evaluator`).
     """
     run = set_up(cfg, resume)
-    log = TrainingLog(run)
-    stop = GracefulStop()
-    stop.install()
     try:
-        collapsed = train_loop(run, log, evaluator, stop)
-    except KeyboardInterrupt as interrupt:
+        log = TrainingLog(run)
+        stop = GracefulStop()
+        stop.install()
+        try:
+            collapsed = train_loop(run, log, evaluator, stop)
+        except KeyboardInterrupt as interrupt:
+            log.close()
+            if not isinstance(interrupt, StoppedBetweenSteps):
+                run.accelerator.print(
+                    f"stopped inside step {run.state.global_step + 1}: not saved (a partial step); --resume "
+                    "continues from the newest checkpoint"
+                )
+            raise
+        finally:
+            stop.restore()
         log.close()
-        if not isinstance(interrupt, StoppedBetweenSteps):
-            run.accelerator.print(
-                f"stopped inside step {run.state.global_step + 1}: not saved (a partial step); --resume "
-                "continues from the newest checkpoint"
-            )
-        raise
+        return finish(run, log, evaluator, collapsed)
     finally:
-        stop.restore()
-    log.close()
-    return finish(run, log, evaluator, collapsed)
+        run.lock.release()

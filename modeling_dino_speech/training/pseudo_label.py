@@ -5,9 +5,14 @@ Each round: embed the whole training pool with the current model, cluster the em
 and start the next round from it. Round r writes `<output_dir>/round_<r>/` with `embeddings.npy`,
 `pseudo_labels.csv`, `clustering_report.json`, `report.json` and `final/`.
 
-A run resumes by round: with `--resume`, a round whose `final/` and `report.json` exist is reused, and an
-interrupted round is done again. Ctrl-C or SIGTERM during the AAM-softmax training stops after the step in
-progress (`training.interrupt`).
+Before the first round, every file of the pool is decoded once and those that could not be embedded are dealt
+with as the data section's `crops.on_error` says (`screen_pool`): unreadable files, NaN/Inf samples, files
+shorter than one analysis window (or than `crops.min_duration`) and, with `crops.drop_silent`, silent ones are
+left out with one warning naming them (`skip`), or stop the run with an error naming them (`fail`).
+
+A run holds its output folder's lock (`training.lock`) and resumes by round: with `--resume`, a round whose
+`final/` and `report.json` exist is reused, and an interrupted round is done again. Ctrl-C or SIGTERM during
+the AAM-softmax training stops after the step in progress (`training.interrupt`).
 """
 
 from __future__ import annotations
@@ -26,11 +31,12 @@ import torch
 
 from ..configuration_dino_speech import DinoSpeechConfig
 from ..utils.atomic import atomic_path, write_folder_atomically, write_text_atomic
+from ..utils.checks import above, at_least, check_ranges
 from .clustering import ClusteringConfig
-from .config import DataConfig, EvalConfig, ExportConfig
+from .config import RUN_RULES, DataConfig, EvalConfig, ExportConfig, check_recipe
 from .interrupt import GracefulStop, StoppedBetweenSteps
 from .schedules import cosine_scheduler
-from .setup import Evaluator, build_training_dataset, start_run
+from .setup import Evaluator, begin_run, build_training_dataset, open_run
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +62,27 @@ class SupervisedConfig:
     scale: float = 30.0
     subcenters: int = 1
     crop_seconds: float = 3.0
+
+    def __post_init__(self) -> None:
+        check_ranges(
+            self,
+            {
+                "head_steps": at_least(0, integer=True),
+                "steps": at_least(0, integer=True),
+                "batch_size": at_least(1, integer=True),
+                "lr": above(0),
+                "head_lr": at_least(0),
+                "min_lr": at_least(0),
+                "warmup_steps": at_least(0, integer=True),
+                "weight_decay": at_least(0),
+                "clip_grad": at_least(0).or_null("0 or null: no clipping"),
+                "margin": at_least(0),
+                "margin_warmup_steps": at_least(0, integer=True),
+                "scale": above(0),
+                "subcenters": at_least(1, integer=True),
+                "crop_seconds": above(0),
+            },
+        )
 
 
 #: `data` settings that shape DINO's multi-crop batches and mean nothing here, with what takes their place.
@@ -116,6 +143,38 @@ class PseudoLabelConfig:
 
     def __post_init__(self) -> None:
         check_data_section(self.data)
+        check_ranges(
+            self,
+            {**RUN_RULES, "rounds": at_least(1, integer=True), "embed_batch_size": at_least(1, integer=True)},
+        )
+
+
+def screen_pool(accelerator, pool, data: DataConfig, feature_extractor):
+    """`pool` without the files that cannot be embedded whole (see the module doc), each process decoding its
+    share; under `data.crops.on_error=fail` they are an error that names them."""
+    from accelerate.utils import gather_object
+
+    from ..data.corpora import report_problems, screen_audio
+
+    paths = list(pool["path"])
+    rank, world = accelerator.process_index, accelerator.num_processes
+    mine = list(range(rank, len(paths), world))
+    window = float(getattr(feature_extractor, "frame_length_ms", 25.0)) / 1000.0
+    found = screen_audio(
+        [paths[i] for i in mine],
+        feature_extractor.sampling_rate,
+        min_seconds=max(window, data.crops.min_duration),
+        drop_silent=data.crops.drop_silent,
+    )
+    pieces = gather_object([(mine, found)]) if world > 1 else [(mine, found)]
+    problems: Dict[int, str] = {i: why for index, whys in pieces for i, why in zip(index, whys) if why is not None}
+    lines = [f"{paths[i]}: {problems[i]}" for i in sorted(problems)]
+    source = f"the pseudo-labelling pool (data.crops.on_error={data.crops.on_error})"
+    if data.crops.on_error == "fail" or accelerator.is_local_main_process:  # one warning, every process raises
+        report_problems(lines, "raise" if data.crops.on_error == "fail" else "skip", source)
+    if len(problems) == len(paths):
+        raise ValueError(f"{source}: no usable file is left to embed")
+    return pool.select([i for i in range(len(paths)) if i not in problems]) if problems else pool
 
 
 def extract_embeddings(accelerator, model, feature_extractor, paths: List[str], batch_size: int) -> np.ndarray:
@@ -386,25 +445,31 @@ def run_pseudo_labelling(
     from ..data.multicrop import filter_min_duration
     from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
 
+    check_recipe(cfg)
     if not cfg.init:
         raise ValueError("pseudo-labelling starts from a DINO export: set init (or pass --init DIR)")
-    accelerator = start_run(cfg, "pseudo_label")
-    pool = filter_min_duration(build_training_dataset(cfg.data), cfg.data.crops.min_duration)
-    paths = list(pool["path"])
-    true_speakers = list(pool["speaker"]) if "speaker" in pool.column_names else None
-    sources = list(pool["source"]) if "source" in pool.column_names else None
-    feature_extractor = DinoSpeechFeatureExtractor.from_pretrained(cfg.init)
-    current = Path(cfg.init)
-    reports = []
-    for r in range(1, cfg.rounds + 1):
-        round_dir = Path(cfg.output_dir) / f"round_{r}"
-        if resume and _round_is_done(round_dir):
-            accelerator.print(f"round {r}: reusing {round_dir / 'final'}")
-            reports.append(json.loads((round_dir / "report.json").read_text()))
-        else:
-            reports.append(
-                run_round(accelerator, cfg, r, current, paths, true_speakers, feature_extractor, evaluator, sources)
-            )
-        current = round_dir / "final"
-    accelerator.end_training()
-    return reports
+    accelerator, lock = open_run(cfg)
+    try:
+        begin_run(accelerator, cfg, "pseudo_label", continued=resume)
+        feature_extractor = DinoSpeechFeatureExtractor.from_pretrained(cfg.init)
+        pool = filter_min_duration(build_training_dataset(cfg.data), cfg.data.crops.min_duration)
+        pool = screen_pool(accelerator, pool, cfg.data, feature_extractor)
+        paths = list(pool["path"])
+        true_speakers = list(pool["speaker"]) if "speaker" in pool.column_names else None
+        sources = list(pool["source"]) if "source" in pool.column_names else None
+        current = Path(cfg.init)
+        reports = []
+        for r in range(1, cfg.rounds + 1):
+            round_dir = Path(cfg.output_dir) / f"round_{r}"
+            if resume and _round_is_done(round_dir):
+                accelerator.print(f"round {r}: reusing {round_dir / 'final'}")
+                reports.append(json.loads((round_dir / "report.json").read_text()))
+            else:
+                reports.append(
+                    run_round(accelerator, cfg, r, current, paths, true_speakers, feature_extractor, evaluator, sources)
+                )
+            current = round_dir / "final"
+        accelerator.end_training()
+        return reports
+    finally:
+        lock.release()

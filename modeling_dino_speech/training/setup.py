@@ -1,22 +1,33 @@
-"""What DINO pre-training and pseudo-labelling set up alike: the run's accelerator, the training pool, and the
-hook through which they reach evaluation."""
+"""What DINO pre-training and pseudo-labelling set up alike: the run's accelerator and its output folder's lock
+(`open_run`, which writes nothing else), the recipe and its history, the trackers and the seed (`begin_run`), the
+training pool, and the hook through which they reach evaluation."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Protocol
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Protocol, Tuple
 
 import torch
+import yaml
 from torch import nn
 
 from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
 from .config import DataConfig, save_config, to_dict
+from .lock import OutputDirLock, on_main_process
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
     from datasets import Dataset
 
-__all__ = ["Evaluator", "RunSettings", "build_training_dataset", "resolve_mixed_precision", "start_run"]
+__all__ = [
+    "Evaluator",
+    "RunSettings",
+    "begin_run",
+    "build_training_dataset",
+    "open_run",
+    "record_recipe",
+    "resolve_mixed_precision",
+]
 
 #: How training reaches evaluation: called with the embedding model (in eval mode) and its feature extractor, it
 #: returns scalars to log (e.g. `eer`). The `dino-speech train` command builds one from the recipe's `eval`
@@ -25,7 +36,7 @@ Evaluator = Callable[[nn.Module, DinoSpeechFeatureExtractor], Mapping[str, objec
 
 
 class RunSettings(Protocol):
-    """The recipe fields `start_run` reads (`DinoTrainConfig` and `PseudoLabelConfig` have them)."""
+    """The recipe fields `open_run` and `begin_run` read (`DinoTrainConfig` and `PseudoLabelConfig` have them)."""
 
     output_dir: str
     seed: int
@@ -52,15 +63,16 @@ def _flat(prefix: str, value, out: Dict[str, object]) -> Dict[str, object]:
     return out
 
 
-def start_run(cfg: RunSettings, project: str, log_hyperparameters: bool = False) -> Accelerator:
-    """Set up a run in `cfg.output_dir`: torch's thread count, the `Accelerator` (mixed precision, TensorBoard
-    under `<output_dir>/logs`, tracker `project`), the recipe as `<output_dir>/recipe.yaml`, and the seeds.
+def open_run(cfg: RunSettings, command: Optional[str] = None) -> Tuple[Accelerator, OutputDirLock]:
+    """Open a run in `cfg.output_dir` and write nothing yet: torch's thread count, the `Accelerator` (mixed
+    precision, TensorBoard under `<output_dir>/logs`) and the folder's lock (`training.lock`), which the caller
+    releases when the run ends.
 
-    Args:
-        log_hyperparameters: give the tracker the whole recipe as hyperparameters.
+    Raises:
+        OutputDirBusy: another run holds `cfg.output_dir`.
     """
     from accelerate import Accelerator
-    from accelerate.utils import ProjectConfiguration, set_seed
+    from accelerate.utils import ProjectConfiguration
 
     if cfg.num_threads:
         torch.set_num_threads(cfg.num_threads)
@@ -70,13 +82,56 @@ def start_run(cfg: RunSettings, project: str, log_hyperparameters: bool = False)
         log_with="tensorboard",
         project_config=ProjectConfiguration(project_dir=str(output_dir), logging_dir=str(output_dir / "logs")),
     )
+    lock = OutputDirLock(output_dir, command)
+    on_main_process(accelerator, lambda: bool(lock.acquire()))
+    return accelerator, lock
+
+
+def begin_run(
+    accelerator: Accelerator,
+    cfg: RunSettings,
+    project: str,
+    log_hyperparameters: bool = False,
+    continued: bool = False,
+) -> None:
+    """Start writing the run that `open_run` opened: the recipe (`record_recipe`), the trackers (tracker
+    `project`) and the seeds.
+
+    Args:
+        log_hyperparameters: give the tracker the whole recipe as hyperparameters.
+        continued: the run continues one in the folder (a resume): its first recipe is kept.
+    """
+    from accelerate.utils import set_seed
+
     if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, output_dir / "recipe.yaml")
+        record_recipe(cfg, Path(cfg.output_dir), continued)
     accelerator.init_trackers(project, config=_flat("", to_dict(cfg), {}) if log_hyperparameters else None)
     # Seeded last, so that what the caller builds next (the models) starts from the seed's first draws.
     set_seed(cfg.seed)
-    return accelerator
+
+
+def _recipe_index(path: Path) -> int:
+    middle = path.name[len("recipe.") : -len(".yaml")]
+    return int(middle) if middle.isdigit() else -1
+
+
+def record_recipe(cfg: RunSettings, output_dir: Path, continued: bool) -> Path:
+    """Write the recipe as `<output_dir>/recipe.yaml`, or, continuing a run, keep that one (the settings the
+    run started with) and add `recipe.<n>.yaml` (n = 1, 2, ...) when this invocation's recipe differs from the
+    newest recorded one. Returns the file that holds this invocation's recipe."""
+    first = output_dir / "recipe.yaml"
+    history = sorted((p for p in output_dir.glob("recipe.*.yaml") if _recipe_index(p) > 0), key=_recipe_index)
+    if not (continued and first.is_file()):
+        for stale in history:  # a new run in a used folder: the old run's history is not this run's
+            stale.unlink()
+        save_config(cfg, first)
+        return first
+    newest = history[-1] if history else first
+    if yaml.safe_load(newest.read_text(encoding="utf-8")) == to_dict(cfg):
+        return newest
+    added = output_dir / f"recipe.{_recipe_index(newest) + 1 if history else 1}.yaml"
+    save_config(cfg, added)
+    return added
 
 
 def build_training_dataset(data: DataConfig) -> Dataset:

@@ -50,11 +50,17 @@ def whiten_on_pool(
         a summary for the training record: the number of utterances and the pool's effective rank before
         whitening.
     """
+    from ..data.corpora import report_problems, screen_audio
     from ..inference import embed_files
     from .monitor import effective_rank
 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.permutation(len(paths))[: min(utterances, len(paths))])
+    # a pool that training read with on_error=skip may hold files that cannot be embedded: leave them out
+    window = float(getattr(feature_extractor, "frame_length_ms", 25.0)) / 1000.0
+    problems = screen_audio([paths[i] for i in chosen], feature_extractor.sampling_rate, min_seconds=window)
+    report_problems([f"{paths[i]}: {p}" for i, p in zip(chosen, problems) if p], "skip", "whitening sample")
+    chosen = chosen[[p is None for p in problems]]
     model.set_embedding_whitening(None)
     embeddings = embed_files(
         model,
