@@ -160,6 +160,7 @@ def calibrate_checkpoint(
     history: Optional[Union[PathLike, List[Mapping]]] = None,
     operating_point: str = "eer",
     title: Optional[str] = None,
+    device: Any = None,
 ) -> Dict[str, Any]:
     """Calibrate an exported checkpoint folder in place: its ``config.json`` gets the threshold, its
     ``training_summary.json`` the evaluations made during training, and its model card is written again with
@@ -171,6 +172,7 @@ def calibrate_checkpoint(
         evaluator: the training evaluator hook ``(model, feature_extractor) -> metrics``, run here on the model
             loaded from ``folder``.
         history: ``metrics.jsonl`` of the run (or its evaluations, from :func:`evaluation_history`).
+        device: where the evaluator runs the loaded model (default: CPU).
 
     Returns:
         the calibration record.
@@ -185,6 +187,8 @@ def calibrate_checkpoint(
         from . import DinoSpeechFeatureExtractor, DinoSpeechModel
 
         model = DinoSpeechModel.from_pretrained(folder).eval()
+        if device is not None:
+            model.to(device)
         metrics = evaluator(model, DinoSpeechFeatureExtractor.from_pretrained(folder))
     record = calibration_record(metrics, operating_point=operating_point)
     config_path = folder / "config.json"

@@ -647,6 +647,14 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
         )
     if evaluator is not None and log.evaluated_step != state.global_step:  # every rank: it holds a barrier
         evaluate_teacher(run, log, evaluator)
+    if evaluator is not None and accelerator.is_main_process:
+        from ..calibration import calibrate_checkpoint
+
+        # final/ as exported (whitening included) decides at its own EER threshold; the card shows it and the
+        # evaluations logged while training.
+        calibrate_checkpoint(
+            run.output_dir / "final", evaluator=evaluator, history=log.metrics_file, device=accelerator.device
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run.output_dir / "final"
