@@ -563,6 +563,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="with --compare: write the table to this file")
     args = parser.parse_args(argv)
 
+    from .utils.paths import check_outputs_spare_inputs
+
+    inputs = [
+        *args.results,
+        args.training,
+        args.template,
+        *(f for item in args.compare or [] for f in item.partition("=")[2].split(",")),
+    ]
+    check_outputs_spare_inputs([args.out, Path(args.model) / "README.md" if args.model else None], inputs, "card")
     if args.compare:
         systems = {}
         for item in args.compare:

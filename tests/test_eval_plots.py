@@ -151,3 +151,10 @@ def test_evaluation_curve_from_metrics_and_from_a_summary(tmp_path):
     with pytest.raises(ValueError, match="no eval/eer"):
         plot_evaluation_curve(tmp_path / "no_eval.jsonl", tmp_path / "x.png")
     assert main(["eer", "--log", str(log), "--out", str(tmp_path / "cli.png")]) == 0
+
+
+def test_plots_never_write_over_their_inputs(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(json.dumps({"step": 1, "loss": 1.0}))
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        main(["training", "--log", str(log), "--out", str(log)])

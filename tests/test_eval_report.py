@@ -247,3 +247,12 @@ def test_training_card_shows_its_calibration_and_the_evaluations_made_while_trai
     assert [e["step"] for e in summary["evaluations"]] == [100, 300]
     (index,) = _front_matter(text)["model-index"]
     assert index["results"][0]["dataset"]["config"] == "trials_synth"
+
+
+def test_report_never_writes_over_its_inputs(results_files, tmp_path):
+    vox, _ = results_files
+    with pytest.raises(ValueError, match="vox.json: would overwrite the input"):
+        main(["--compare", f"DINO={vox}", "--out", str(vox)])
+    (tmp_path / "README.md").write_text("{}")
+    with pytest.raises(ValueError, match="README.md: would overwrite the input"):
+        main(["--model", str(tmp_path), "--training", str(tmp_path / "README.md")])

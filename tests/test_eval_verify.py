@@ -211,6 +211,6 @@ def test_unreadable_audio_found_while_embedding_drops_its_trials_only(trial_setu
 
 
 def test_results_file_may_not_overwrite_a_trial_list(trial_setup):
-    root, trials, _ = trial_setup
+    _root, trials, _ = trial_setup
     with pytest.raises(ValueError, match="would overwrite the input"):
         main(["--model", "fbank-stats", "--trials", str(trials), "--out", str(trials)])

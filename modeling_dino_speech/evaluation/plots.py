@@ -392,6 +392,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     eer.add_argument("--out", required=True)
     tsne.add_argument("--model-name", help="named in the title (default: --model)")
     args = parser.parse_args(argv)
+    from modeling_dino_speech.utils.paths import check_outputs_spare_inputs
+
+    sources = [getattr(args, name, None) for name in ("log", "embeddings", "input")]
+    if getattr(args, "embeddings", None) and args.embeddings.endswith(".npy"):
+        sources.append(str(Path(args.embeddings).with_suffix(".csv")))
+    check_outputs_spare_inputs([args.out], sources, "figure")
 
     if args.command == "training":
         print(plot_training_curves(args.log, args.out, tags=args.tags, title=args.title))

@@ -344,7 +344,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if args.out:
         from modeling_dino_speech.utils.paths import check_outputs_spare_inputs
 
-        check_outputs_spare_inputs([args.out], [*args.trials, args.cohort], "results")
+        out, names = Path(args.out), {}
+        for trial_path in args.trials:
+            names[_list_name(trial_path, names)] = trial_path
+        plots = [out.with_name(f"{out.stem}_det.png")] + [out.with_name(f"{out.stem}_scores_{n}.png") for n in names]
+        check_outputs_spare_inputs([out, *plots], [*args.trials, args.cohort], "results")
 
     report = verify_lists(
         args.model,
