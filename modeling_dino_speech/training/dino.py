@@ -140,6 +140,9 @@ def freeze_batchnorm_statistics(model: nn.Module) -> None:
             module.momentum = 0.0
 
 
+_NOT_SHAPE = ("auto_map", "custom_pipelines", "transformers_version", "dtype", "architectures")
+
+
 def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) -> None:
     """Refuse to resume a checkpoint with a model of another shape."""
     current = config.to_diff_dict()
@@ -147,7 +150,8 @@ def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) ->
     differ = [
         k
         for k in keys
-        if k not in ("auto_map", "transformers_version", "dtype", "architectures") and saved.get(k) != current.get(k)
+        # what the model adds to its config (auto_map, custom_pipelines) or saving stamps on it is no shape
+        if k not in _NOT_SHAPE and saved.get(k) != current.get(k)
     ]
     if differ:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in differ)
