@@ -206,6 +206,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--check-audio", nargs="*", default=[], help="audio files to compare ONNX and PyTorch on")
     parser.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code to run")
     args = parser.parse_args(argv)
+    from transformers.utils import logging as transformers_logging
+
     from .data.audio import load_audio
     from .inference import load_model, looks_like_local_path
     from .utils.paths import check_outputs_spare_inputs
@@ -214,6 +216,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error(f"the output must end in .onnx, got {args.out}")
     model_inputs = [os.path.join(args.model, "model.safetensors")] if looks_like_local_path(args.model) else []
     check_outputs_spare_inputs([args.out], [*model_inputs, *args.check_audio], "ONNX file")
+    transformers_logging.disable_progress_bar()
     model, feature_extractor = load_model(args.model, device="cpu", trust_remote_code=args.trust_remote_code)
     if not hasattr(feature_extractor, "win_length"):
         raise ValueError(f"{args.model}: not a dino-speech checkpoint (its feature extractor has no Kaldi fbank)")
