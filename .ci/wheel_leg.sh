@@ -80,3 +80,5 @@ eer = evaluate.load(metric_path("eer")).compute(predictions=[0.9, 0.8, 0.3, 0.1]
 assert abs(eer["eer"] - 0.5) < 1e-9, eer
 print("wheel leg: trained, exported, loaded with AutoModel, embedded", tuple(embedding.shape), "| eer metric", eer)
 EOF
+# Files in, scores out, from the installed console script (the checkpoint is not calibrated: no decision).
+"$work/venv/bin/dino-speech" similarity run/final v0_0.wav v0_1.wav | grep -q "^score "

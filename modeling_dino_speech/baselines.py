@@ -67,7 +67,8 @@ def random_init(checkpoint: str | os.PathLike, seed: int = 0) -> Tuple[nn.Module
 
     import modeling_dino_speech  # noqa: F401  (registers the Auto classes)
 
-    config = AutoConfig.from_pretrained(checkpoint)
+    # Never the checkpoint's own code: a model type this package does not know is an error here.
+    config = AutoConfig.from_pretrained(checkpoint, trust_remote_code=False)
     torch.manual_seed(seed)
-    model = AutoModel.from_config(config)
-    return model.eval(), AutoFeatureExtractor.from_pretrained(checkpoint)
+    model = AutoModel.from_config(config, trust_remote_code=False)
+    return model.eval(), AutoFeatureExtractor.from_pretrained(checkpoint, trust_remote_code=False)

@@ -36,6 +36,11 @@ class DinoSpeechConfig(PretrainedConfig):
         aam_margin, aam_scale, aam_subcenters: additive angular margin softmax of [`DinoSpeechForXVector`].
         embedding_whitening: whiten the embeddings with a mean and a transform stored in the checkpoint
             (estimated without labels on the training pool when the model is exported; off while training).
+        verification_threshold: the cosine score above which two utterances are taken for the same speaker,
+            calibrated when the model is exported (the EER threshold on its evaluation trials; None: not
+            calibrated). `DinoSpeechVerifier` decides with it.
+        verification_calibration: where that threshold comes from: the trial list, the operating point and the
+            measured EER / minDCF with their thresholds (see `modeling_dino_speech.calibration`).
     """
 
     model_type = "dino_speech"
@@ -69,6 +74,8 @@ class DinoSpeechConfig(PretrainedConfig):
         aam_scale: float = 30.0,
         aam_subcenters: int = 1,
         embedding_whitening: bool = False,
+        verification_threshold: Optional[float] = None,
+        verification_calibration: Optional[dict] = None,
         initializer_range: float = 0.02,
         **kwargs,
     ):
@@ -107,6 +114,8 @@ class DinoSpeechConfig(PretrainedConfig):
         self.aam_scale = aam_scale
         self.aam_subcenters = aam_subcenters
         self.embedding_whitening = embedding_whitening
+        self.verification_threshold = None if verification_threshold is None else float(verification_threshold)
+        self.verification_calibration = dict(verification_calibration) if verification_calibration else None
         self.initializer_range = initializer_range
         super().__init__(**kwargs)
 

@@ -20,6 +20,29 @@ _PREEMPHASIS = 0.97
 _POVEY_EXPONENT = 0.85
 _CPU_CHUNK = 8
 _MEL_GROUPS = 8
+# A 2-D input is one multi-channel recording when one of its axes is at most this long (the channels).
+_MAX_CHANNELS = 16
+# Full scale of integer PCM: samples are divided by it to land in [-1, 1].
+_PCM_SCALE = {np.dtype(np.int8): 128.0, np.dtype(np.int16): 32768.0, np.dtype(np.int32): 2147483648.0}
+# Below this RMS (dBFS, DC removed) a waveform is taken for silence: its features are the log floor.
+SILENCE_DB = -70.0
+
+
+class DegenerateAudioWarning(UserWarning):
+    """Audio that carries no speaker information (silence, a constant/DC signal, too little speech): its
+    embedding is not that of a voice, and two such inputs look alike."""
+
+
+def silence_problem(waveform: np.ndarray) -> Optional[str]:
+    """Why a float waveform cannot be told from any other silent one (None when it has a signal): constant
+    (digital silence or DC only) or below `SILENCE_DB` once its mean is removed."""
+    x = np.asarray(waveform, dtype=np.float64)
+    if x.size == 0 or float(x.max() - x.min()) == 0.0:
+        return "constant signal (digital silence or DC only)"
+    rms = float(np.sqrt(np.mean(np.square(x - x.mean()))))
+    if rms <= 10.0 ** (SILENCE_DB / 20.0):
+        return f"silent (level {20.0 * np.log10(max(rms, 1e-12)):.0f} dBFS, DC removed)"
+    return None
 
 
 def _mel(freq: np.ndarray) -> np.ndarray:
@@ -303,37 +326,35 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
     def __call__(
         self,
         raw_speech: Union[np.ndarray, List[float], List[np.ndarray], List[torch.Tensor], torch.Tensor],
-        sampling_rate: Optional[int] = None,
+        sampling_rate: Optional[Union[int, Sequence[int]]] = None,
         return_tensors: Optional[str] = None,
         return_attention_mask: Optional[bool] = None,
         device: Optional[Union[str, torch.device]] = None,
+        check_silence: bool = True,
         **kwargs,
     ) -> BatchFeature:
-        """Featurise one waveform or a list of waveforms of different lengths.
+        """Featurise one waveform or a list of waveforms of different lengths (and rates, and channel counts).
 
         Args:
-            raw_speech: a 1-D waveform, or a list of them (floats in [-1, 1]). 2-D arrays are refused: pass a list
-                for a batch, and average the channels of multi-channel audio first.
-            sampling_rate: rate of `raw_speech` (an int); resampled to `self.sampling_rate` when different.
+            raw_speech: a waveform or a list of them, as numpy arrays, tensors or lists of numbers. Floats are taken
+                to be in [-1, 1]; integer PCM (int8, uint8, int16, int32) is scaled to it by its full scale.
+                Multi-channel audio is averaged to mono: in a list, an item of shape `(samples, channels)` (as
+                soundfile reads it) or `(channels, samples)`; at the top level only `(samples, channels)` and
+                `(1, samples)`, since `(channels, samples)` reads as a batch there (pass a list for a batch).
+            sampling_rate: the rate of `raw_speech` (an int), or one rate per waveform (a list); each is
+                resampled to `self.sampling_rate`.
             return_tensors: `"pt"`, `"np"` or `None` (lists).
             device: where to compute (e.g. `"cuda"`); defaults to CPU.
+            check_silence: warn ([`DegenerateAudioWarning`]) about silent or constant (DC only) waveforms, whose
+                features are the log floor everywhere, so that every such input embeds alike.
 
         Returns:
             [`BatchFeature`] with `input_features` `(batch, frames, feature_size)` and `attention_mask`
             `(batch, frames)`.
         """
-        if sampling_rate is None:
-            warnings.warn(
-                f"No sampling_rate given to {type(self).__name__}: assuming {self.sampling_rate} Hz. Pass it "
-                "explicitly to avoid silent errors.",
-                stacklevel=2,
-            )
-            sampling_rate = self.sampling_rate
-        if isinstance(sampling_rate, bool) or not isinstance(sampling_rate, (int, np.integer)) or sampling_rate <= 0:
-            raise TypeError(
-                f"sampling_rate must be a positive int (Hz), got {sampling_rate!r} ({type(sampling_rate).__name__})"
-            )
-        waveforms = [resample(w, int(sampling_rate), self.sampling_rate) for w in self._as_waveform_list(raw_speech)]
+        items = self._as_waveform_list(raw_speech)
+        rates = self._sampling_rates(sampling_rate, len(items))
+        waveforms = [resample(w, rate, self.sampling_rate) for w, rate in zip(items, rates)]
         device = torch.device(device) if device is not None else torch.device("cpu")
         tensors = [torch.as_tensor(w, dtype=torch.float32, device=device) for w in waveforms]
         for i, w in enumerate(tensors):
@@ -342,6 +363,16 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
                     f"waveform {i} has {w.numel()} samples at {self.sampling_rate} Hz, shorter than one "
                     f"{self.frame_length_ms} ms analysis window ({self.win_length} samples)"
                 )
+        if check_silence:
+            for i, w in enumerate(waveforms):
+                problem = silence_problem(w)
+                if problem:
+                    warnings.warn(
+                        f"waveform {i}: {problem}; its features carry no speaker information (every such input "
+                        "embeds alike)",
+                        DegenerateAudioWarning,
+                        stacklevel=2,
+                    )
         lengths = torch.tensor([w.numel() for w in tensors], device=device)
         padded = torch.nn.utils.rnn.pad_sequence(tensors, batch_first=True)
         features, mask = self.compute_features(padded, lengths)
@@ -357,15 +388,34 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
                 data = {k: [row[: int(n)] for row, n in zip(v, counts)] for k, v in data.items()}
         return BatchFeature(data, tensor_type=return_tensors)
 
+    def _sampling_rates(self, sampling_rate, count: int) -> List[int]:
+        """One positive int rate per waveform (a missing rate is assumed to be the model's, with a warning)."""
+        if sampling_rate is None:
+            warnings.warn(
+                f"No sampling_rate given to {type(self).__name__}: assuming {self.sampling_rate} Hz. Pass it "
+                "explicitly to avoid silent errors.",
+                stacklevel=3,
+            )
+            sampling_rate = self.sampling_rate
+        rates = list(sampling_rate) if isinstance(sampling_rate, (list, tuple, np.ndarray)) else [sampling_rate] * count
+        if len(rates) != count:
+            raise ValueError(f"{len(rates)} sampling rates for {count} waveforms: give one rate, or one per waveform")
+        for rate in rates:
+            if isinstance(rate, bool) or not isinstance(rate, (int, np.integer)) or rate <= 0:
+                raise TypeError(f"sampling_rate must be a positive int (Hz), got {rate!r} ({type(rate).__name__})")
+        return [int(rate) for rate in rates]
+
     @staticmethod
     def _as_waveform_list(raw_speech) -> List[np.ndarray]:
+        """The input as a list of finite float32 mono waveforms (see `__call__` for what is accepted)."""
         if isinstance(raw_speech, torch.Tensor):
             raw_speech = raw_speech.detach().cpu().numpy()
         if isinstance(raw_speech, np.ndarray):
-            if raw_speech.ndim != 1:
+            if raw_speech.ndim == 2 and not (raw_speech.shape[0] == 1 or _channels_last(raw_speech.shape)):
                 raise ValueError(
-                    f"expected a 1-D mono waveform, got an array of shape {raw_speech.shape}: pass a list of 1-D "
-                    "waveforms for a batch, and average the channels of multi-channel audio first"
+                    f"expected one waveform, got a 2-D array of shape {raw_speech.shape}: pass a list of 1-D "
+                    "waveforms for a batch; multi-channel audio as (samples, channels), as soundfile reads it, or "
+                    "in a list (then (channels, samples) works too)"
                 )
             items: Sequence = [raw_speech]
         elif isinstance(raw_speech, (list, tuple)):
@@ -374,22 +424,48 @@ class DinoSpeechFeatureExtractor(SequenceFeatureExtractor):
             items = [raw_speech] if np.isscalar(raw_speech[0]) else raw_speech
         else:
             raise TypeError(f"raw_speech must be an array or a list of arrays, got {type(raw_speech).__name__}")
-        waveforms = []
-        for i, item in enumerate(items):
-            if isinstance(item, torch.Tensor):
-                item = item.detach().cpu().numpy()
-            array = np.asarray(item, dtype=np.float32)
-            if array.ndim != 1:
-                raise ValueError(
-                    f"waveform {i} has shape {array.shape}; expected 1-D mono audio (average the channels of "
-                    "multi-channel audio first)"
-                )
-            if array.size == 0:
-                raise ValueError(f"waveform {i} is empty")
-            if not np.isfinite(array).all():
-                raise ValueError(f"waveform {i} contains NaN or infinite samples")
-            waveforms.append(array)
-        return waveforms
+        return [_mono_float(item, i) for i, item in enumerate(items)]
+
+
+def _channels_last(shape: Tuple[int, ...]) -> bool:
+    return shape[1] <= _MAX_CHANNELS < shape[0]
+
+
+def _mono_float(item, index: int) -> np.ndarray:
+    """One waveform as finite float32 mono: integer PCM scaled to [-1, 1], channels averaged."""
+    if isinstance(item, torch.Tensor):
+        item = item.detach().cpu().numpy()
+    array = np.asarray(item)
+    if array.dtype == np.uint8:  # 8-bit WAV is unsigned, centred on 128
+        array = (array.astype(np.float32) - 128.0) / 128.0
+    elif array.dtype in _PCM_SCALE:
+        array = array.astype(np.float32) / _PCM_SCALE[array.dtype]
+    elif array.dtype.kind in "iub":
+        raise TypeError(
+            f"waveform {index} has samples of type {array.dtype}, which is no PCM format: pass floats in [-1, 1] "
+            "or int8/uint8/int16/int32 PCM"
+        )
+    else:
+        array = array.astype(np.float32, copy=False)
+    if array.ndim == 2 and min(array.shape) <= _MAX_CHANNELS < max(array.shape):
+        array = array.mean(axis=1 if _channels_last(array.shape) else 0, dtype=np.float32)
+    if array.ndim != 1:
+        raise ValueError(
+            f"waveform {index} has shape {array.shape}; expected mono (samples,) or multi-channel audio with at "
+            f"most {_MAX_CHANNELS} channels"
+        )
+    if array.size == 0:
+        raise ValueError(f"waveform {index} is empty")
+    if not np.isfinite(array).all():
+        raise ValueError(f"waveform {index} contains NaN or infinite samples")
+    peak = float(np.abs(array).max())
+    if peak > 2.0:
+        warnings.warn(
+            f"waveform {index} peaks at {peak:.4g}, far outside [-1, 1]: is it integer PCM stored as floats? "
+            "(divide 16-bit samples by 32768)",
+            stacklevel=4,
+        )
+    return np.ascontiguousarray(array, dtype=np.float32)
 
 
 DinoSpeechFeatureExtractor.register_for_auto_class()

@@ -9,7 +9,15 @@ the result plots into ``DIR/eval/`` so the card shows them. A pushed checkpoint 
 prints one markdown table comparing systems (EER, minDCF, micro-F1 per trial list / corpus).
 
 Results files are what ``dino-speech verify`` and ``dino-speech emotion`` write (``speaker_verification`` and
-``emotion_recognition`` sections); several files of one model are merged.
+``emotion_recognition`` sections); several files of one model are merged. Without results, a card shows the
+evaluation the checkpoint was calibrated on at export (``verification_calibration`` in its ``config.json``), and
+always states the decision threshold the checkpoint carries.
+
+The card is written for a reader: the ``model-index`` has one entry per trial list and corpus (its
+``dataset_config``), so results of different lists never merge; the model table lists only the settings of its
+backbone; the description says what produced the model (DINO, or which pseudo-label round); evaluations made
+during training are a table of their own. :func:`training_markdown` and :func:`results_markdown` render the
+same tables for other reports (e.g. the demo's ``report.md``).
 """
 
 from __future__ import annotations
@@ -31,6 +39,8 @@ __all__ = [
     "render_model_card",
     "results_markdown",
     "results_table",
+    "threshold_markdown",
+    "training_markdown",
     "write_model_card",
 ]
 
@@ -97,27 +107,37 @@ def eval_results(results: Mapping) -> list:
     entries = []
     for name, m in results.get("speaker_verification", {}).items():
         dataset_type, dataset_name = _dataset(name)
+        # dataset_config names the trial list: the Hub groups results by (task, dataset, config, split), so
+        # Vox1-O, -E and -H (one dataset) or the demo's three lists stay apart.
         common = dict(
             task_type="speaker-verification",
             task_name="Speaker Verification",
             dataset_type=dataset_type,
             dataset_name=dataset_name,
+            dataset_config=name,
             dataset_split="test",
             dataset_args={"trials": name},
         )
-        variants = [("", m)] + ([(" AS-norm", m["as_norm"])] if "as_norm" in m else [])
-        for suffix, metrics in variants:
+        variants = [("", "cosine", m)] + ([(" AS-norm", "as-norm", m["as_norm"])] if "as_norm" in m else [])
+        for suffix, scoring, metrics in variants:
             entries.append(
                 EvalResult(
-                    metric_type="eer", metric_value=round(metrics["eer"], 4), metric_name=f"EER (%){suffix}", **common
+                    metric_type="eer",
+                    metric_value=round(metrics["eer"], 4),
+                    metric_name=f"EER (%){suffix}",
+                    metric_config=scoring,
+                    **common,
                 )
             )
             for p in ("0.01", "0.05"):
+                if f"min_dcf_{p}" not in metrics:
+                    continue
                 entries.append(
                     EvalResult(
                         metric_type=f"min_dcf-p={p}",
                         metric_value=round(metrics[f"min_dcf_{p}"], 4),
                         metric_name=f"minDCF (p_target={p}){suffix}",
+                        metric_config=scoring,
                         **common,
                     )
                 )
@@ -128,6 +148,7 @@ def eval_results(results: Mapping) -> list:
             task_name="Emotion Recognition",
             dataset_type=dataset_type,
             dataset_name=dataset_name,
+            dataset_config=name,
             dataset_split="test",
             dataset_args={"protocol": m.get("protocol", "")},
         )
@@ -160,23 +181,34 @@ def eval_results(results: Mapping) -> list:
     return entries
 
 
+def _number(metrics: Mapping, key: str, spec: str) -> str:
+    value = metrics.get(key)
+    return "" if value is None else format(value, spec)
+
+
 def results_markdown(results: Mapping) -> str:
-    """The card's results section: one table for verification, one for emotion recognition."""
+    """The card's results section: one table for verification (a row per trial list, with the EER threshold),
+    one for emotion recognition."""
     parts = []
     verification = results.get("speaker_verification", {})
     if verification:
-        rows = ["| trial list | trials | EER (%) | minDCF (0.01) | minDCF (0.05) |", "|---|---:|---:|---:|---:|"]
+        rows = [
+            "| trial list | trials | EER (%) | minDCF (0.01) | minDCF (0.05) | EER threshold |",
+            "|---|---:|---:|---:|---:|---:|",
+        ]
         for name, m in verification.items():
             label = _dataset(name)[1]
+            trials = _number(m, "num_trials", ",")
             rows.append(
-                f"| {label} | {m['num_trials']:,} | {m['eer']:.2f} | {m['min_dcf_0.01']:.4f} | "
-                f"{m['min_dcf_0.05']:.4f} |"
+                f"| {label} | {trials} | {m['eer']:.2f} | {_number(m, 'min_dcf_0.01', '.4f')} | "
+                f"{_number(m, 'min_dcf_0.05', '.4f')} | {_number(m, 'eer_threshold', '.4f')} |"
             )
             if "as_norm" in m:
                 a = m["as_norm"]
                 rows.append(
-                    f"| {label}, AS-norm (cohort {a['cohort_size']}, top {a['top_k']}) | {m['num_trials']:,} | "
-                    f"{a['eer']:.2f} | {a['min_dcf_0.01']:.4f} | {a['min_dcf_0.05']:.4f} |"
+                    f"| {label}, AS-norm (cohort {a['cohort_size']}, top {a['top_k']}) | {trials} | "
+                    f"{a['eer']:.2f} | {a['min_dcf_0.01']:.4f} | {a['min_dcf_0.05']:.4f} | "
+                    f"{_number(a, 'eer_threshold', '.4f')} |"
                 )
         parts.append("Speaker verification (cosine scoring):\n\n" + "\n".join(rows))
     emotion = results.get("emotion_recognition", {})
@@ -193,6 +225,49 @@ def results_markdown(results: Mapping) -> str:
         classifier = next(iter(emotion.values())).get("classifier", "logreg")
         parts.append(f"Emotion recognition (frozen embeddings + {classifier} classifier):\n\n" + "\n".join(rows))
     return "\n\n".join(parts) if parts else "No evaluation results were recorded for this checkpoint."
+
+
+def threshold_markdown(calibration: Optional[Mapping]) -> str:
+    """What the checkpoint decides with: its calibrated threshold, where it comes from, the other operating points."""
+    if not calibration:
+        return (
+            "This checkpoint records no calibrated threshold: pick one on labelled pairs from your own domain "
+            "(`dino-speech score --model DIR --pairs labelled_pairs.txt --out scores.txt` prints the EER and minDCF "
+            "thresholds) and pass it as `threshold=` / `--threshold`."
+        )
+    name = _dataset(str(calibration.get("trials", "")))[1]
+    point = {
+        "eer": "equal error rate",
+        "min_dcf_0.01": "minDCF (p_target 0.01)",
+        "min_dcf_0.05": "minDCF (p_target 0.05)",
+    }
+    lines = [
+        f"Two recordings are taken for the same speaker when the cosine of their embeddings is at least "
+        f"**{calibration['threshold']:.4f}**: the {point.get(calibration.get('operating_point', 'eer'), 'chosen')} "
+        f"operating point on {name}"
+        + (
+            f" (EER {calibration['eer']:.2f}% over {calibration.get('num_trials', 0):,} trials)"
+            if "eer" in calibration
+            else ""
+        )
+        + ", measured when the model was exported. `DinoSpeechVerifier` and `dino-speech similarity` decide with it.",
+    ]
+    others = [
+        f"{point[p]}: {calibration[key]:.4f}"
+        for p, key in (
+            ("eer", "eer_threshold"),
+            ("min_dcf_0.01", "min_dcf_0.01_threshold"),
+            ("min_dcf_0.05", "min_dcf_0.05_threshold"),
+        )
+        if key in calibration and p != calibration.get("operating_point")
+    ]
+    if others:
+        lines.append(f"Other operating points (`operating_point=` / `--operating-point`): {'; '.join(others)}.")
+    lines.append(
+        "A threshold holds for data like the trials it was measured on; on other speakers, languages or channels, "
+        "calibrate again on labelled pairs of your own (`dino-speech score`)."
+    )
+    return "\n\n".join(lines)
 
 
 def results_table(systems: Mapping[str, Mapping]) -> str:
@@ -233,25 +308,61 @@ def _key_values(mapping: Mapping, empty: str) -> str:
     return "\n".join(rows)
 
 
+#: Columns of the evaluations-during-training table: (key, header, format).
+_EVALUATION_COLUMNS = (
+    ("eer", "EER (%)", ".2f"),
+    ("eer_threshold", "EER threshold", ".4f"),
+    ("min_dcf_0.01", "minDCF (0.01)", ".4f"),
+    ("min_dcf_0.05", "minDCF (0.05)", ".4f"),
+    ("num_trials", "trials", ",.0f"),
+)
+
+
+def training_markdown(summary: Optional[Mapping], empty: str = "No training summary was recorded.") -> str:
+    """A training summary as tables: the settings and counts, then the evaluations made during training (the
+    ``evaluations`` list: ``{"step", "eer", ...}`` per evaluation, as ``calibration.evaluation_history`` reads
+    them from ``metrics.jsonl``)."""
+    if not summary:
+        return empty
+    summary = dict(summary)
+    evaluations = summary.pop("evaluations", None) or []
+    parts = [_key_values(summary, empty)] if summary else []
+    if evaluations:
+        columns = [c for c in _EVALUATION_COLUMNS if any(c[0] in e for e in evaluations)]
+        rows = ["| step | " + " | ".join(h for _, h, _ in columns) + " |", "|---:" + "|---:" * len(columns) + "|"]
+        for entry in evaluations:
+            cells = [format(entry[k], f) if isinstance(entry.get(k), (int, float)) else "" for k, _, f in columns]
+            rows.append(f"| {entry.get('step', '')} | " + " | ".join(cells) + " |")
+        parts.append("Evaluations during training (the recipe's trial list):\n\n" + "\n".join(rows))
+    return "\n\n".join(parts)
+
+
 def _model_summary(folder: Path) -> Dict[str, Any]:
     config_path = folder / "config.json"
     if not config_path.is_file():
         return {}
     config = json.loads(config_path.read_text(encoding="utf-8"))
+    backbone = {
+        "resnet": ("resnet_layers", "resnet_base_width"),
+        "ecapa_tdnn": ("ecapa_channels", "ecapa_scale", "ecapa_se_channels", "ecapa_mfa_channels"),
+    }.get(config.get("backbone"), ())
+    pooling = ("attention_channels",) if config.get("pooling") == "attentive_statistics" else ()
     keys = (
         "model_type",
         "architectures",
         "backbone",
-        "resnet_layers",
-        "resnet_base_width",
-        "ecapa_channels",
+        *backbone,
         "pooling",
+        *pooling,
         "embedding_size",
+        "embedding_whitening",
         "num_mel_bins",
         "sampling_rate",
         "mean_normalization",
     )
     summary = {k: config[k] for k in keys if k in config}
+    if config.get("architectures") == ["DinoSpeechForXVector"] and config.get("num_labels"):
+        summary["classes (AAM-softmax)"] = config["num_labels"]
     weights = folder / "model.safetensors"
     if weights.is_file():
         from safetensors import safe_open
@@ -269,6 +380,35 @@ def _numel(shape: Sequence[int]) -> int:
     return n
 
 
+def describe(training: Optional[Mapping]) -> str:
+    """The card's opening paragraph: what produced this checkpoint, from its training summary."""
+    paper = (
+        "(Cho et al., *Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations*, "
+        "Interspeech 2022), trained with the `dino-speech` package"
+    )
+    training = training or {}
+    method = str(training.get("method", ""))
+    if "pseudo" in method.lower() or "round" in training:
+        round_ = training.get("round")
+        clusters = training.get("clusters")
+        return (
+            "Utterance-level speaker embeddings from **iterative pseudo-labelling** "
+            f"{paper}: a model trained without speaker labels (DINO) embedded and clustered its unlabelled "
+            "training pool, and this network was then trained with an additive angular margin (AAM) softmax "
+            f"on the cluster labels{f' (round {round_}' if round_ is not None else ''}"
+            f"{f', {clusters} clusters' if clusters else ''}{')' if round_ is not None else ''}. "
+            "No human speaker label was used. The embedding is this network's own embedding layer (the AAM "
+            "classifier is not needed to use it)."
+        )
+    if "dino" in method.lower():
+        return (
+            "Utterance-level speaker embeddings learnt **without speaker labels** by DINO self-distillation "
+            f"{paper}. The embeddings are those of the teacher network, the exponential moving average of the "
+            "student that DINO trains."
+        )
+    return f"Utterance-level speech embeddings {paper}."
+
+
 def render_model_card(
     results: Mapping,
     *,
@@ -282,8 +422,14 @@ def render_model_card(
     description: Optional[str] = None,
     limitations: Optional[str] = None,
     template: Optional[PathLike] = None,
+    calibration: Optional[Mapping] = None,
 ):
-    """Fill the template. Returns a ``huggingface_hub.ModelCard`` (``.save(path)``, ``.data``, ``str()``)."""
+    """Fill the template. Returns a ``huggingface_hub.ModelCard`` (``.save(path)``, ``.data``, ``str()``).
+
+    Args:
+        calibration: the checkpoint's calibration record (``modeling_dino_speech.calibration``): its threshold is
+            stated in the card.
+    """
     from huggingface_hub import ModelCard, ModelCardData
 
     template = Path(template) if template is not None else TEMPLATE
@@ -321,16 +467,12 @@ def render_model_card(
         template_path=str(template),
         title=title,
         repo_id=repo_id,
-        description=description
-        or (
-            "Utterance-level speaker embeddings learnt **without speaker labels** by DINO self-distillation "
-            "(Cho et al., *Non-Contrastive Self-Supervised Learning of Utterance-Level Speech Representations*, "
-            "Interspeech 2022), trained with the `dino-speech` package. The teacher network gives the embeddings."
-        ),
+        description=description or describe(training),
         results_markdown=results_markdown(results),
+        threshold_markdown=threshold_markdown(calibration),
         plots_markdown=plots_markdown,
         model_markdown=_key_values(model_summary or {}, "See `config.json`."),
-        training_markdown=_key_values(training or {}, "No training summary was recorded."),
+        training_markdown=training_markdown(training),
         limitations=limitations
         or (
             "Embeddings reflect the training data: speakers, languages, channels and recording conditions far from "
@@ -379,9 +521,21 @@ def write_model_card(
         merged = dict(results)
     else:
         merged = merge_results(results)
+    from .calibration import read_calibration
+
+    calibration = read_calibration(folder)
+    if calibration and "eer" in calibration and not merged.get("speaker_verification"):
+        # No results given (a card written by training): show the evaluation the threshold was calibrated on.
+        merged["speaker_verification"] = {str(calibration.get("trials", "evaluation trials")): dict(calibration)}
     plots = _copy_plots(merged, folder)
     card = render_model_card(
-        merged, title=title, training=training, model_summary=_model_summary(folder), plots=plots, **kwargs
+        merged,
+        title=title,
+        training=training,
+        model_summary=_model_summary(folder),
+        plots=plots,
+        calibration=calibration,
+        **kwargs,
     )
     path = folder / "README.md"
     card.save(path)
@@ -409,6 +563,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--out", help="with --compare: write the table to this file")
     args = parser.parse_args(argv)
 
+    from .utils.paths import check_outputs_spare_inputs
+
+    inputs = [
+        *args.results,
+        args.training,
+        args.template,
+        *(f for item in args.compare or [] for f in item.partition("=")[2].split(",")),
+    ]
+    check_outputs_spare_inputs([args.out, Path(args.model) / "README.md" if args.model else None], inputs, "card")
     if args.compare:
         systems = {}
         for item in args.compare:

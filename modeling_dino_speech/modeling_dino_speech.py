@@ -16,6 +16,7 @@ from .configuration_dino_speech import DinoSpeechConfig
 from .dino_head import DINOHead, WeightNormalizedLinear
 from .ecapa_tdnn import ECAPATDNN
 from .losses import AAMSoftmax
+from .pipeline_dino_speech import CUSTOM_PIPELINES
 from .pooling import build_pooling, lengths_to_mask
 from .resnet import ResNet
 
@@ -97,6 +98,10 @@ class DinoSpeechPreTrainedModel(PreTrainedModel):
     def __init__(self, config: DinoSpeechConfig, *args, **kwargs):
         super().__init__(config, *args, **kwargs)
         config.auto_map = {**_AUTO_MAP, **(getattr(config, "auto_map", None) or {})}
+        # ... and its pipeline (`pipeline("speaker-embedding", model=dir, trust_remote_code=True)`): this module
+        # imports the pipeline's file, so save_pretrained copies it with the rest of the model's code.
+        pipelines = {task: {**info, "pt": list(info["pt"])} for task, info in CUSTOM_PIPELINES.items()}
+        config.custom_pipelines = {**pipelines, **(getattr(config, "custom_pipelines", None) or {})}
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Conv1d, nn.Conv2d)):

@@ -65,3 +65,27 @@ def write_trials(root: Path, manifest: Path, out: Path, seed: int = 0) -> Path:
     rng.shuffle(lines)
     out.write_text("\n".join(lines) + "\n")
     return out
+
+
+def real_speech(min_seconds: float = 1.5, per_speaker: int = 4) -> dict:
+    """Real recorded speech available offline, ``{speaker: [wav paths]}`` (at least two speakers), or {}:
+    the demo corpus's real voices (after `make demo`), else the Asterisk prompts its builder keeps unpacked in the
+    Debian-package cache (``$DINO_SPEECH_DEB_CACHE`` or ``~/.cache/dino-speech/debs``)."""
+    import os
+
+    root = Path(__file__).resolve().parents[1]
+    folders = sorted(p for p in (root / "data" / "demo" / "wav" / "real").glob("*") if p.is_dir())
+    if len(folders) < 2:
+        cache = Path(os.environ.get("DINO_SPEECH_DEB_CACHE") or Path.home() / ".cache" / "dino-speech" / "debs")
+        folders = sorted(cache.glob("extracted/asterisk-core-sounds-*-wav_*/usr/share/asterisk/sounds/*_*"))
+    speakers = {}
+    for folder in folders:
+        files = []
+        for path in sorted(folder.glob("*.wav")):
+            if sf.info(str(path)).duration >= min_seconds:
+                files.append(str(path))
+            if len(files) == per_speaker:
+                break
+        if len(files) == per_speaker:
+            speakers[folder.name] = files
+    return speakers if len(speakers) >= 2 else {}

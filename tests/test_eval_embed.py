@@ -148,3 +148,132 @@ def test_fbank_statistics_ignore_recording_level(tiny_corpus, tmp_path):
     a, b = embed_files(model, feature_extractor, [original, str(quieter)], progress=False)
     np.testing.assert_allclose(a, b, atol=1e-3)
     assert float(a @ b) / 2 == pytest.approx(1.0, abs=1e-6)  # two unit halves: cosine = dot / 2
+
+
+# ------------------------------------------------------------------------ long audio, bad audio, paths
+
+
+def test_window_starts_cover_the_audio_with_full_windows():
+    from modeling_dino_speech.inference import window_starts
+
+    assert window_starts(50, 100, 50) == [0]
+    assert window_starts(100, 100, 50) == [0]
+    assert window_starts(260, 100, 50) == [0, 50, 100, 150, 160]
+    assert window_starts(250, 100, 100) == [0, 100, 150]
+    with pytest.raises(ValueError, match="positive"):
+        window_starts(10, 0, 5)
+
+
+def test_long_audio_is_embedded_in_windows_merged_into_one(tiny_checkpoint, tmp_path):
+    from helpers import synth_voice
+
+    from modeling_dino_speech.inference import embed_sources
+
+    model, feature_extractor = load_model(tiny_checkpoint, device="cpu")
+    rng = np.random.default_rng(0)
+    wave = np.concatenate([synth_voice(1, 4.0, rng), synth_voice(1, 4.0, rng), synth_voice(1, 4.5, rng)])
+    path = tmp_path / "long.wav"
+    sf.write(path, wave, SR, subtype="FLOAT")
+    options = dict(window_seconds=4.0, hop_seconds=2.0, max_whole_seconds=5.0, progress=False)
+    from_file = embed_sources(model, feature_extractor, [str(path)], **options)
+    from_array = embed_sources(model, feature_extractor, [wave], **options)
+    assert from_file.windows.tolist() == [6] and from_array.windows.tolist() == [6]  # 0 2 4 6 8 8.5
+    np.testing.assert_allclose(from_file.embeddings, from_array.embeddings, rtol=1e-4, atol=1e-5)
+    # The merge: the windows' unit embeddings averaged with weights by their speech seconds.
+    windows = [wave[int(s * SR) : int(s * SR) + 4 * SR] for s in (0, 2, 4, 6, 8, 8.5)]
+    each = embed_sources(model, feature_extractor, windows, progress=False)
+    unit = each.embeddings / np.linalg.norm(each.embeddings, axis=1, keepdims=True)
+    merged = (each.speech_seconds[:, None] * unit).sum(axis=0)
+    cosine = merged @ from_file.embeddings[0] / np.linalg.norm(merged) / np.linalg.norm(from_file.embeddings[0])
+    assert cosine == pytest.approx(1.0, abs=1e-5)
+    # Short inputs stay whole: the same embedding as embed_files gives.
+    whole = embed_sources(model, feature_extractor, [str(path)], progress=False)
+    assert whole.windows.tolist() == [1]
+    np.testing.assert_allclose(whole.embeddings, embed_files(model, feature_extractor, [str(path)], progress=False))
+
+
+def test_unreadable_files_do_not_cost_the_others(tiny_checkpoint, tiny_corpus, tmp_path):
+    from modeling_dino_speech.inference import EmbeddingError
+
+    model, feature_extractor = load_model(tiny_checkpoint, device="cpu")
+    good = list(_paths(tiny_corpus)["path"][:3])
+    wave = np.full(16000, 0.1, dtype=np.float32)
+    wave[5] = np.inf
+    bad = tmp_path / "inf.wav"
+    sf.write(bad, wave, SR, subtype="FLOAT")
+    with pytest.raises(EmbeddingError, match=r"1 input\(s\) could not be embedded:\n  .*inf.wav: 1 NaN/Inf") as err:
+        embed_files(model, feature_extractor, [good[0], str(bad), *good[1:]], batch_size=2, progress=False)
+    kept = err.value.result.embeddings
+    assert np.isnan(kept[1]).all() and np.isfinite(kept[[0, 2, 3]]).all()
+    np.testing.assert_allclose(kept[[0, 2, 3]], embed_files(model, feature_extractor, good, progress=False), atol=1e-5)
+
+
+def test_cli_embeds_one_file_keeps_going_past_bad_ones_and_never_overwrites_its_input(
+    tiny_checkpoint, tiny_corpus, tmp_path, capsys
+):
+    import pandas as pd
+
+    one = _paths(tiny_corpus)["path"][0]
+    assert main(["--model", str(tiny_checkpoint), "--input", one, "--out", str(tmp_path / "one.npy")]) == 0
+    assert read_embeddings(tmp_path / "one.npy")[0].shape == (1, 32)
+    # --out corpus/train.npy would write its side table over corpus/train.csv, the input.
+    with pytest.raises(ValueError, match=r"train.csv: would overwrite the input"):
+        main(["--model", "fbank-stats", "--input", str(tiny_corpus), "--out", str(tiny_corpus.with_suffix(".npy"))])
+    manifest = pd.read_csv(tiny_corpus)
+    broken = tmp_path / "nan.wav"
+    wave = np.zeros(8000, dtype=np.float32)
+    wave[3] = np.nan
+    sf.write(broken, wave, SR, subtype="FLOAT")
+    rows = pd.concat(
+        [
+            manifest.assign(path=[str(tiny_corpus.parent / p) for p in manifest["path"]])[:3],
+            pd.DataFrame({"path": [str(broken)], "speaker": ["x"], "duration": [0.5]}),
+        ]
+    )
+    listed = tmp_path / "with_bad.csv"
+    rows.to_csv(listed, index=False)
+    capsys.readouterr()
+    assert main(["--model", "fbank-stats", "--input", str(listed), "--out", str(tmp_path / "e.parquet")]) == 1
+    matrix, table = read_embeddings(tmp_path / "e.parquet")
+    assert matrix.shape == (3, 160) and str(broken) not in set(table["path"])
+    assert "speech_seconds" in table.columns
+    assert "nan.wav: 1 NaN/Inf sample(s)" in capsys.readouterr().err
+
+
+def test_local_looking_model_paths_fail_at_once(tmp_path, monkeypatch):
+    import time
+
+    from modeling_dino_speech.inference import looks_like_local_path
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny").mkdir()
+    for spec in ("tiny/fnal", "./x", "x/y/z", "~/nowhere", "final", "runs/"):
+        assert looks_like_local_path(spec), spec
+        started = time.perf_counter()
+        with pytest.raises(FileNotFoundError, match="model folder does not exist"):
+            load_model(spec)
+        assert time.perf_counter() - started < 5
+    assert not looks_like_local_path("someone/model-name")
+
+
+def test_remote_code_runs_only_when_allowed(tmp_path):
+    import json
+
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    (folder / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "mystery",
+                "auto_map": {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x.XModel"},
+            }
+        )
+    )
+    marker = tmp_path / "ran"
+    (folder / "configuration_x.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    with pytest.raises(ValueError, match=r"custom: its model type is unknown.*--trust-remote-code"):
+        load_model(folder)
+    assert not marker.exists()
+    with pytest.raises(Exception):  # noqa: B017 (allowed to run: the code runs, and is broken)
+        load_model(folder, trust_remote_code=True)
+    assert marker.exists()

@@ -1,5 +1,6 @@
 """evaluation.plots: every figure is written as a real, non-empty PNG; training logs are read from each format."""
 
+import itertools
 import json
 from pathlib import Path
 
@@ -101,3 +102,59 @@ def test_training_curves_from_tensorboard(tmp_path):
     np.testing.assert_allclose(scalars["loss"][1], [4.0, 3.0, 2.0])
     assert main(["training", "--log", str(tmp_path / "run"), "--out", str(tmp_path / "tb.png")]) == 0
     assert _is_png(tmp_path / "tb.png")
+
+
+def test_many_classes_get_distinct_styles_and_the_title_names_the_model(tmp_path, monkeypatch):
+    from modeling_dino_speech.evaluation import plots
+
+    styles = plots.class_styles(100)
+    assert len({(tuple(c), m) for c, m in styles}) == 100  # no two of 100 speakers look alike
+    assert all(a[0] != b[0] and a[1] != b[1] for a, b in itertools.pairwise(styles))  # neighbours differ in both
+    seen = {}
+    save = plots._save
+
+    def keep(fig, path):
+        ax = fig.axes[0]
+        seen["title"] = ax.get_title()
+        seen["styles"] = {
+            (tuple(c.get_facecolor()[0][:3]), c.get_paths()[0].vertices.round(3).tobytes()) for c in ax.collections
+        }
+        return save(fig, path)
+
+    monkeypatch.setattr(plots, "_save", keep)
+    rng = np.random.default_rng(3)
+    labels = np.repeat([f"voice{i}" for i in range(25)], 4)
+    path = plots.plot_tsne(rng.standard_normal((100, 8)), labels, tmp_path / "t.png", model_name="DINO, 300 steps")
+    assert _is_png(path)
+    assert seen["title"].startswith("t-SNE of embeddings: DINO, 300 steps\n(100 utterances, 25 classes")
+    assert len(seen["styles"]) == 25
+
+
+def test_evaluation_curve_from_metrics_and_from_a_summary(tmp_path):
+    from modeling_dino_speech.evaluation.plots import plot_evaluation_curve
+
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(
+        "\n".join(
+            json.dumps(r)
+            for r in [
+                {"step": 10, "loss": 2.0},
+                {"step": 100, "eval/eer": 26.2, "eval/min_dcf_0.01": 0.97},
+                {"step": 200, "eval/eer": 12.7, "eval/min_dcf_0.01": 0.82},
+            ]
+        )
+    )
+    assert _is_png(plot_evaluation_curve(log, tmp_path / "eer.png", model_name="demo DINO"))
+    summary = [{"step": 100, "eer": 26.2}, {"step": 300, "eer": 11.8}]
+    assert _is_png(plot_evaluation_curve(summary, tmp_path / "eer2.png"))
+    (tmp_path / "no_eval.jsonl").write_text(json.dumps({"step": 1, "loss": 1.0}))
+    with pytest.raises(ValueError, match="no eval/eer"):
+        plot_evaluation_curve(tmp_path / "no_eval.jsonl", tmp_path / "x.png")
+    assert main(["eer", "--log", str(log), "--out", str(tmp_path / "cli.png")]) == 0
+
+
+def test_plots_never_write_over_their_inputs(tmp_path):
+    log = tmp_path / "metrics.jsonl"
+    log.write_text(json.dumps({"step": 1, "loss": 1.0}))
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        main(["training", "--log", str(log), "--out", str(log)])

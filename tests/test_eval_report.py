@@ -147,3 +147,112 @@ def test_bad_results_are_clear_errors(tmp_path):
 def test_template_is_the_repository_card():
     assert TEMPLATE.name == "model_card.md" and TEMPLATE.is_file()
     assert "{{ card_data }}" in TEMPLATE.read_text()
+
+
+def _lists(*names):
+    return {
+        "speaker_verification": {
+            n: {"eer": 1.0 + i, "min_dcf_0.01": 0.1, "min_dcf_0.05": 0.05, "num_trials": 100, "eer_threshold": 0.5}
+            for i, n in enumerate(names)
+        }
+    }
+
+
+def test_each_trial_list_is_its_own_model_index_entry(tmp_path):
+    results = _lists("veri_test2", "list_test_all2", "list_test_hard2", "trials_real", "trials_real_crosslang")
+    results["speaker_verification"]["trials_synth"] = _lists("x")["speaker_verification"]["x"]
+    meta = _front_matter(write_model_card(tmp_path, results=results).read_text())
+    (index,) = meta["model-index"]
+    entries = {(r["dataset"]["name"], r["dataset"]["config"]): r for r in index["results"]}
+    assert set(entries) == {
+        ("VoxCeleb1-O (cleaned)", "veri_test2"),
+        ("VoxCeleb1-E (cleaned)", "list_test_all2"),
+        ("VoxCeleb1-H (cleaned)", "list_test_hard2"),
+        ("demo: real voices", "trials_real"),
+        ("demo: real voices, cross-language", "trials_real_crosslang"),
+        ("demo: held-out synthetic voices", "trials_synth"),
+    }
+    eers = {key: [m["value"] for m in r["metrics"] if m["type"] == "eer"] for key, r in entries.items()}
+    assert eers[("demo: real voices, cross-language", "trials_real_crosslang")] == [5.0]
+
+
+def test_cards_describe_their_own_backbone_and_method(tmp_path):
+    ecapa = tmp_path / "ecapa"
+    ecapa.mkdir()
+    (ecapa / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "dino_speech",
+                "architectures": ["DinoSpeechForXVector"],
+                "backbone": "ecapa_tdnn",
+                "ecapa_channels": 128,
+                "resnet_layers": [3, 4, 6, 3],
+                "resnet_base_width": 16,
+                "pooling": "attentive_statistics",
+                "attention_channels": 64,
+                "num_labels": 46,
+            }
+        )
+    )
+    summary = {"method": "DINO then iterative pseudo-labelling (AAM-softmax)", "round": 2, "clusters": 46}
+    text = write_model_card(ecapa, title="round 2", training=summary).read_text()
+    assert "| ecapa_channels | 128 |" in text and "| attention_channels | 64 |" in text
+    assert "resnet" not in text.split("## Model")[1].split("## Training")[0]
+    assert "iterative pseudo-labelling" in text and "(round 2, 46 clusters)" in text
+    assert "teacher" not in text.split("## Results")[0]
+    assert "| classes (AAM-softmax) | 46 |" in text
+    dino = write_model_card(tmp_path, training={"method": "DINO (self-distillation, no labels)"}).read_text()
+    assert "The embeddings are those of the teacher network" in dino
+
+
+def test_training_card_shows_its_calibration_and_the_evaluations_made_while_training(tmp_path):
+    from modeling_dino_speech.calibration import calibrate_checkpoint, read_calibration
+
+    folder = tmp_path / "final"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "dino_speech", "backbone": "resnet"}))
+    (folder / "training_summary.json").write_text(json.dumps({"method": "DINO (self-distillation, no labels)"}))
+    write_model_card(folder, title="DINO speech embeddings", training={"method": "DINO"})
+    assert "records no calibrated threshold" in (folder / "README.md").read_text()
+    metrics_file = tmp_path / "metrics.jsonl"
+    metrics_file.write_text(
+        json.dumps({"step": 10, "loss": 3.0})
+        + "\n"
+        + json.dumps({"step": 100, "eval/eer": 26.2, "eval/eer_threshold": 0.77, "eval/min_dcf_0.01": 0.967})
+        + "\n"
+        + json.dumps({"step": 300, "eval/eer": 11.8, "eval/eer_threshold": 0.81, "eval/min_dcf_0.01": 0.837})
+        + "\n"
+        + '{"step": 301, "eval/eer": 1'  # a line cut short by a crash
+    )
+    metrics = {
+        "eer": 11.8,
+        "eer_threshold": 0.8146,
+        "min_dcf_0.01": 0.837,
+        "min_dcf_0.01_threshold": 0.98,
+        "min_dcf_0.05": 0.648,
+        "min_dcf_0.05_threshold": 0.937,
+        "num_trials": 2000,
+        "trials": "data/demo/trials_synth.txt",
+    }
+    record = calibrate_checkpoint(folder, metrics=metrics, history=metrics_file)
+    assert read_calibration(folder) == record and record["threshold"] == 0.8146
+    text = (folder / "README.md").read_text()
+    assert text.count("# DINO speech embeddings") == 1
+    assert "No evaluation results" not in text
+    assert "| demo: held-out synthetic voices | 2,000 | 11.80 | 0.8370 | 0.6480 | 0.8146 |" in text
+    assert "at least **0.8146**: the equal error rate operating point on demo: held-out synthetic voices" in text
+    assert "minDCF (p_target 0.01): 0.9800" in text
+    assert "| 100 | 26.20 | 0.7700 | 0.9670 |" in text and "| 300 | 11.80 | 0.8100 | 0.8370 |" in text
+    summary = json.loads((folder / "training_summary.json").read_text())
+    assert [e["step"] for e in summary["evaluations"]] == [100, 300]
+    (index,) = _front_matter(text)["model-index"]
+    assert index["results"][0]["dataset"]["config"] == "trials_synth"
+
+
+def test_report_never_writes_over_its_inputs(results_files, tmp_path):
+    vox, _ = results_files
+    with pytest.raises(ValueError, match="vox.json: would overwrite the input"):
+        main(["--compare", f"DINO={vox}", "--out", str(vox)])
+    (tmp_path / "README.md").write_text("{}")
+    with pytest.raises(ValueError, match="README.md: would overwrite the input"):
+        main(["--model", str(tmp_path), "--training", str(tmp_path / "README.md")])

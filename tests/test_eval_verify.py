@@ -177,3 +177,40 @@ def test_several_lists_and_kaldi_format_share_embeddings(trial_setup, tmp_path, 
     assert set(report["speaker_verification"]) == {"trials", "kaldi_trials"}
     assert report["num_files"] == 16  # the union, embedded once
     assert report["speaker_verification"]["kaldi_trials"]["num_trials"] == 40
+
+
+def test_one_class_lists_fail_before_the_model_loads(trial_setup, tmp_path):
+    from modeling_dino_speech.evaluation.verification import trial_list_evaluator
+
+    root, trials, _ = trial_setup
+    targets = tmp_path / "targets_only.txt"
+    targets.write_text("\n".join(line for line in trials.read_text().splitlines() if line.startswith("1")) + "\n")
+    with pytest.raises(ValueError, match="targets_only.txt: all 24 trials are target"):
+        verify("/no/such/model", targets, audio_root=root / "test")
+    with pytest.raises(ValueError, match="all 24 trials are target"):  # training's hook: at set-up, not after steps
+        trial_list_evaluator(targets, root / "test")
+
+
+def test_unreadable_audio_found_while_embedding_drops_its_trials_only(trial_setup, tmp_path):
+    import shutil
+
+    import soundfile as sf
+
+    root, trials, _ = trial_setup
+    audio = tmp_path / "audio"
+    shutil.copytree(root / "test", audio)
+    bad = audio / "spk0" / "utt0.wav"
+    wave = np.zeros(16000, dtype=np.float32)
+    wave[100] = np.nan
+    sf.write(bad, wave, 16000, subtype="FLOAT")  # a sound header: only decoding finds the NaN
+    with pytest.warns(UserWarning, match=r"utt0.wav: 1 NaN/Inf sample"):
+        result = verify("fbank-stats", trials, audio_root=audio, progress=False)
+    uses_bad = sum("spk0/utt0.wav" in line for line in trials.read_text().splitlines())
+    assert result["num_trials_skipped"] == uses_bad and result["num_trials"] == 120 - uses_bad
+    assert list(result["skipped_files"]) == [str(bad)] and result["num_files"] == 15
+
+
+def test_results_file_may_not_overwrite_a_trial_list(trial_setup):
+    _root, trials, _ = trial_setup
+    with pytest.raises(ValueError, match="would overwrite the input"):
+        main(["--model", "fbank-stats", "--trials", str(trials), "--out", str(trials)])

@@ -131,7 +131,10 @@ def test_numpy_and_list_outputs():
         (np.zeros(0, np.float32), 16000, ValueError, "empty"),
         (np.array([0.0, np.nan] * 400, np.float32), 16000, ValueError, "NaN"),
         (np.zeros((2, 16000), np.float32), 16000, ValueError, "1-D"),
-        ([np.zeros((16000, 2), np.float32)], 16000, ValueError, "mono"),
+        ([np.zeros((16000, 2, 2), np.float32)], 16000, ValueError, "mono"),
+        ([np.zeros((64, 16000), np.float32)], 16000, ValueError, "at most 16 channels"),
+        (np.zeros(16000, np.int64), 16000, TypeError, "no PCM format"),
+        ([np.zeros(16000), np.zeros(16000)], [16000], ValueError, "1 sampling rates for 2 waveforms"),
         (np.zeros(16000, np.float32), "16000", TypeError, "sampling_rate"),
         (np.zeros(16000, np.float32), 16000.0, TypeError, "sampling_rate"),
         (np.zeros(100, np.float32), 16000, ValueError, "shorter than one"),
@@ -151,3 +154,65 @@ def test_save_and_load(tmp_path, tiny_config):
     loaded = AutoFeatureExtractor.from_pretrained(tmp_path)
     assert isinstance(loaded, DinoSpeechFeatureExtractor)
     assert loaded.to_dict() == fe.to_dict()
+
+
+def _voice(seconds: float = 1.0, rate: int = 16000) -> np.ndarray:
+    t = np.arange(int(seconds * rate)) / rate
+    return (0.2 * np.sin(2 * np.pi * 140 * t) * (1 + np.sin(2 * np.pi * 3 * t))).astype(np.float32)
+
+
+def test_multi_channel_audio_is_averaged_in_either_layout():
+    fe = DinoSpeechFeatureExtractor()
+    left, right = _voice(), 0.5 * _voice()[::-1].copy()
+    mono = fe((left + right) / 2, sampling_rate=16000, return_tensors="np")["input_features"]
+    channels_last = np.stack([left, right], axis=1)  # (samples, channels): what soundfile reads
+    for stereo in (channels_last, [channels_last], [channels_last.T], torch.from_numpy(channels_last)):
+        out = fe(stereo, sampling_rate=16000, return_tensors="np")["input_features"]
+        np.testing.assert_allclose(out, mono, atol=1e-4)
+    # (1, samples) at the top level is one mono waveform, as torchaudio.load returns it.
+    np.testing.assert_allclose(
+        fe(left[None], sampling_rate=16000, return_tensors="np")["input_features"],
+        fe(left, sampling_rate=16000, return_tensors="np")["input_features"],
+    )
+
+
+def test_each_waveform_has_its_own_sampling_rate():
+    fe = DinoSpeechFeatureExtractor()
+    wave16, wave8 = _voice(1.0, 16000), _voice(1.0, 8000)
+    together = fe([wave16, wave8], sampling_rate=[16000, 8000], return_tensors="pt")
+    alone8 = fe(wave8, sampling_rate=8000, return_tensors="pt")
+    frames = alone8["input_features"].shape[1]
+    torch.testing.assert_close(together["input_features"][1, :frames], alone8["input_features"][0], atol=1e-4, rtol=0)
+    assert together["input_features"].shape[0] == 2
+
+
+@pytest.mark.parametrize("dtype, scale, offset", [(np.int16, 32768, 0), (np.int32, 2**31, 0), (np.uint8, 128, 128)])
+def test_integer_pcm_is_scaled_to_unit_range(dtype, scale, offset):
+    fe = DinoSpeechFeatureExtractor()
+    wave = _voice()
+    pcm = np.round(wave * (scale - 1) + offset).astype(dtype)
+    as_float = ((pcm.astype(np.float64) - offset) / scale).astype(np.float32)  # what the PCM samples stand for
+    expected = fe(as_float, sampling_rate=16000, return_tensors="np")["input_features"]
+    np.testing.assert_allclose(fe(pcm, sampling_rate=16000, return_tensors="np")["input_features"], expected)
+    tensor = fe(torch.from_numpy(pcm.astype(np.int32)) if dtype == np.int32 else pcm, sampling_rate=16000)
+    np.testing.assert_allclose(np.asarray(tensor["input_features"][0]), expected[0])
+
+
+def test_float_audio_in_pcm_range_is_flagged():
+    with pytest.warns(UserWarning, match="integer PCM stored as floats"):
+        DinoSpeechFeatureExtractor()(_voice() * 32768, sampling_rate=16000)
+
+
+@pytest.mark.parametrize(
+    "wave",
+    [
+        np.zeros(16000, np.float32),
+        np.full(16000, 0.3, np.float32),
+        np.full(16000, 0.3) + 1e-5 * np.sin(np.arange(16000)),
+    ],
+)
+def test_silent_and_dc_waveforms_are_flagged(wave):
+    from modeling_dino_speech.feature_extraction_dino_speech import DegenerateAudioWarning
+
+    with pytest.warns(DegenerateAudioWarning, match="waveform 1: .*no speaker information"):
+        DinoSpeechFeatureExtractor()([_voice(), wave], sampling_rate=16000)

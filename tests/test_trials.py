@@ -89,3 +89,76 @@ def test_write_read_roundtrip(tmp_path):
     assert read_trials(path) == trials
     with pytest.raises(ValueError, match="label must be 0 or 1"):
         write_trials(path, [Trial(2, "a", "b")])
+
+
+@pytest.mark.parametrize("encoding", ["utf-8-sig", "utf-16", "utf-16-le", "utf-16-be"])
+def test_spreadsheet_encodings_are_read(tmp_path, encoding):
+    path = tmp_path / "exported.txt"
+    path.write_bytes(VOX1_O.replace("\n", "\r\n").encode(encoding))
+    assert read_trials(path) == read_trials_text(tmp_path, VOX1_O)
+
+
+def read_trials_text(tmp_path, text):
+    plain = tmp_path / "plain.txt"
+    plain.write_text(text, encoding="utf-8")
+    return read_trials(plain)
+
+
+def test_other_encodings_fail_with_the_offset_of_the_bad_byte(tmp_path):
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("1 caf\u00e9.wav b.wav\n".encode("latin-1"))
+    with pytest.raises(
+        ValueError, match=r"latin1.txt: not utf-8 text \(byte 0xe9 at offset 5\); save the list as UTF-8"
+    ):
+        read_trials(path)
+
+
+def test_repeated_and_mirrored_trials_are_reported_and_dropped(tmp_path):
+    from modeling_dino_speech.data.trials import TrialListWarning
+
+    path = tmp_path / "t.txt"
+    path.write_text("1 a.wav b.wav\n0 a.wav c.wav\n1 a.wav b.wav\n1 b.wav a.wav\n")
+    with pytest.warns(TrialListWarning, match=r"t.txt: 2 repeated trial\(s\) .* on lines 3, 4: dropped"):
+        assert read_trials(path) == [Trial(1, "a.wav", "b.wav"), Trial(0, "a.wav", "c.wav")]
+    with pytest.warns(TrialListWarning, match="kept"):
+        assert len(read_trials(path, duplicates="keep")) == 4
+    with pytest.raises(ValueError, match="2 repeated trial"):
+        read_trials(path, duplicates="error")
+
+
+def test_self_trials_are_reported_and_dropped_and_conflicting_labels_refused(tmp_path):
+    from modeling_dino_speech.data.trials import TrialListWarning
+
+    path = tmp_path / "t.txt"
+    path.write_text("1 a.wav a.wav\n0 a.wav c.wav\n")
+    with pytest.warns(TrialListWarning, match=r"1 self-trial\(s\) \(a file against itself\) on line 1: dropped"):
+        assert read_trials(path) == [Trial(0, "a.wav", "c.wav")]
+    with pytest.raises(ValueError, match="self-trial"):
+        read_trials(path, self_trials="error")
+    path.write_text("1 a.wav b.wav\n0 b.wav a.wav\n")
+    with pytest.raises(ValueError, match=r"t.txt:2: the pair b.wav a.wav has label 0 here and 1 on line 1"):
+        read_trials(path)
+
+
+def test_unlabelled_pairs_for_scoring(tmp_path):
+    path = tmp_path / "pairs.txt"
+    path.write_text("a.wav b.wav\nc.wav d.wav\n")
+    assert read_trials(path, allow_unlabelled=True) == [Trial(None, "a.wav", "b.wav"), Trial(None, "c.wav", "d.wav")]
+    with pytest.raises(ValueError, match="expected 3 fields"):
+        read_trials(path)
+    path.write_text("1 a.wav b.wav\nc.wav d.wav\n")
+    with pytest.raises(ValueError, match="pairs.txt:2: an unlabelled pair in a labelled list"):
+        read_trials(path, allow_unlabelled=True)
+
+
+def test_lists_without_both_classes_are_refused(tmp_path):
+    from modeling_dino_speech.data.trials import check_both_classes
+
+    path = tmp_path / "t.txt"
+    path.write_text("1 a.wav b.wav\n1 a.wav c.wav\n")
+    with pytest.raises(ValueError, match="t.txt: all 2 trials are target"):
+        check_both_classes(read_trials(path), str(path))
+    path.write_text("0 a.wav b.wav\n")
+    with pytest.raises(ValueError, match="all 1 trials are non-target"):
+        check_both_classes(read_trials(path), str(path))
+    check_both_classes(read_trials_text(tmp_path, VOX1_O), "ok")

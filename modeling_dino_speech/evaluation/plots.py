@@ -2,15 +2,18 @@
 
 - :func:`plot_det`: DET curves on normal-deviate (probit) axes, the speaker-verification standard;
 - :func:`plot_score_histogram`: target and non-target score distributions;
-- :func:`plot_tsne`: a 2-D t-SNE map of embeddings coloured by speaker / label;
+- :func:`plot_tsne`: a 2-D t-SNE map of embeddings, one colour-and-marker style per speaker / label (up to
+  100 classes without a repeat), titled with the model's name;
 - :func:`plot_confusion_matrix`: row-normalised confusion matrix with counts;
-- :func:`plot_training_curves`: scalars from a TensorBoard log folder or a ``metrics.jsonl`` / JSON / CSV file.
+- :func:`plot_training_curves`: scalars from a TensorBoard log folder or a ``metrics.jsonl`` / JSON / CSV file;
+- :func:`plot_evaluation_curve`: the EER (and minDCF) measured during training, against the step.
 
 Each function returns the path it wrote. From the command line::
 
     dino-speech plots tsne --model DIR --input MANIFEST_OR_DIR --color speaker --out tsne.png
     dino-speech plots tsne --embeddings embeddings.parquet --color speaker --out tsne.png
     dino-speech plots training --log RUN_DIR_OR_metrics.jsonl --out curves.png [--tags loss teacher_entropy]
+    dino-speech plots eer --log RUN_DIR_OR_metrics.jsonl --out eer.png [--model-name NAME]
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 import matplotlib
 
@@ -32,8 +35,10 @@ import numpy as np
 from modeling_dino_speech.metrics.detection_error_tradeoff import DetectionCurve
 
 __all__ = [
+    "class_styles",
     "plot_confusion_matrix",
     "plot_det",
+    "plot_evaluation_curve",
     "plot_score_histogram",
     "plot_training_curves",
     "plot_tsne",
@@ -116,17 +121,30 @@ def plot_score_histogram(
     return _save(fig, path)
 
 
+#: Ten markers that stay apart at scatter size, to combine with the ten tab10 colours.
+_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*", "<", ">")
+
+
+def class_styles(count: int) -> List[Tuple[tuple, str]]:
+    """``(colour, marker)`` for ``count`` classes: 100 distinct combinations of the tab10 colours and ten markers
+    (class ``i`` has colour ``i % 10`` and marker ``(i // 10 + i) % 10``, so neighbouring classes differ in both),
+    repeating only beyond 100 classes."""
+    colours = plt.get_cmap("tab10").colors
+    return [(colours[i % 10], _MARKERS[(i // 10 + i) % 10]) for i in range(count)]
+
+
 def plot_tsne(
     embeddings: np.ndarray,
     labels: Sequence,
     path: str | os.PathLike,
     title: str = "t-SNE of embeddings",
     max_points: int = 2000,
-    max_legend: int = 20,
+    max_legend: int = 40,
     seed: int = 0,
+    model_name: Optional[str] = None,
 ) -> Path:
-    """2-D t-SNE (cosine distance) of ``embeddings`` (N, D), one colour per label (at most ``max_points``,
-    sampled evenly across labels)."""
+    """2-D t-SNE (cosine distance) of ``embeddings`` (N, D), one colour-and-marker style per label (see
+    :func:`class_styles`; at most ``max_points``, drawn at random), titled with ``model_name`` when given."""
     from sklearn.manifold import TSNE
 
     embeddings = np.asarray(embeddings, dtype=np.float32)
@@ -144,22 +162,32 @@ def plot_tsne(
         embeddings
     )
     classes = sorted(set(labels.tolist()))
-    cmap = plt.get_cmap("tab20" if len(classes) > 10 else "tab10")
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    for i, name in enumerate(classes):
+    styles = class_styles(len(classes))
+    fig, ax = plt.subplots(figsize=(7.5 if len(classes) > 20 else 6.5, 5.5))
+    for i, (name, (colour, marker)) in enumerate(zip(classes, styles)):
         mask = labels == name
         ax.scatter(
-            points[mask, 0], points[mask, 1], s=8, color=cmap(i % cmap.N), label=name if i < max_legend else None
+            points[mask, 0],
+            points[mask, 1],
+            s=14,
+            color=colour,
+            marker=marker,
+            linewidths=0.3,
+            edgecolors="white",
+            label=name if i < max_legend else None,
         )
     ax.set_xticks([])
     ax.set_yticks([])
-    ax.set_title(f"{title} ({embeddings.shape[0]} utterances, {len(classes)} classes)", fontsize=10)
+    heading = f"{title}: {model_name}" if model_name else title
+    repeats = ", styles repeat past 100" if len(classes) > 100 else ""
+    ax.set_title(f"{heading}\n({embeddings.shape[0]} utterances, {len(classes)} classes{repeats})", fontsize=10)
     if classes:
         ax.legend(
             fontsize=7,
-            markerscale=2,
+            markerscale=1.5,
             loc="center left",
             bbox_to_anchor=(1.0, 0.5),
+            ncol=2 if min(len(classes), max_legend) > 20 else 1,
             title=None if len(classes) <= max_legend else f"first {max_legend} of {len(classes)}",
         )
     return _save(fig, path)
@@ -292,6 +320,52 @@ def plot_training_curves(
     return _save(fig, path)
 
 
+def plot_evaluation_curve(
+    source: str | os.PathLike | Sequence[Mapping],
+    path: str | os.PathLike,
+    title: str = "EER during training",
+    model_name: Optional[str] = None,
+) -> Path:
+    """The speaker-verification EER (%) measured during training against the step, with minDCF(0.01) on a second
+    axis when logged.
+
+    Args:
+        source: a run folder or ``metrics.jsonl`` (its ``eval/eer``, ``eval/min_dcf_0.01`` scalars), or the
+            evaluations as ``[{"step", "eer", "min_dcf_0.01", ...}]`` (a training summary's ``evaluations``).
+    """
+    if isinstance(source, (str, os.PathLike)):
+        scalars = read_scalars(source)
+        if "eval/eer" not in scalars:
+            raise ValueError(f"{source}: no eval/eer logged (was the recipe's eval.trials set?)")
+        series = {k[len("eval/") :]: v for k, v in scalars.items() if k in ("eval/eer", "eval/min_dcf_0.01")}
+    else:
+        rows = [r for r in source if "eer" in r]
+        if not rows:
+            raise ValueError("no evaluation with an EER to plot")
+        series = {
+            key: (np.array([r["step"] for r in rows if key in r]), np.array([r[key] for r in rows if key in r]))
+            for key in ("eer", "min_dcf_0.01")
+            if any(key in r for r in rows)
+        }
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps, eer = series["eer"]
+    ax.plot(steps, eer, marker="o", ms=4, lw=1.5, color="tab:blue", label="EER (%)")
+    for x, y in zip(steps[-1:], eer[-1:]):
+        ax.annotate(f"{y:.1f}%", (x, y), textcoords="offset points", xytext=(4, 6), fontsize=8, color="tab:blue")
+    ax.set_xlabel("step")
+    ax.set_ylabel("EER (%)", color="tab:blue")
+    ax.grid(True, alpha=0.3)
+    if "min_dcf_0.01" in series:
+        other = ax.twinx()
+        dcf_steps, dcf = series["min_dcf_0.01"]
+        other.plot(dcf_steps, dcf, marker="s", ms=4, lw=1.2, ls="--", color="tab:orange", label="minDCF (0.01)")
+        other.set_ylabel("minDCF (p_target 0.01)", color="tab:orange")
+        other.set_ylim(0, max(1.0, float(np.max(dcf)) * 1.05))
+    ax.set_ylim(0, float(np.max(eer)) * 1.15 + 0.5)
+    ax.set_title(f"{title}: {model_name}" if model_name else title, fontsize=10)
+    return _save(fig, path)
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(
         prog="dino-speech plots", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -312,10 +386,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     training.add_argument("--tags", nargs="+", help="scalars to plot, in order (default: all)")
     training.add_argument("--title", default="training curves")
     training.add_argument("--out", required=True)
+    eer = commands.add_parser("eer", help="the EER measured during training, against the step")
+    eer.add_argument("--log", required=True, help="run folder or metrics.jsonl")
+    eer.add_argument("--model-name", help="named in the title")
+    eer.add_argument("--out", required=True)
+    tsne.add_argument("--model-name", help="named in the title (default: --model)")
     args = parser.parse_args(argv)
+    from modeling_dino_speech.utils.paths import check_outputs_spare_inputs
+
+    sources = [getattr(args, name, None) for name in ("log", "embeddings", "input")]
+    if getattr(args, "embeddings", None) and args.embeddings.endswith(".npy"):
+        sources.append(str(Path(args.embeddings).with_suffix(".csv")))
+    check_outputs_spare_inputs([args.out], sources, "figure")
 
     if args.command == "training":
         print(plot_training_curves(args.log, args.out, tags=args.tags, title=args.title))
+        return 0
+    if args.command == "eer":
+        print(plot_evaluation_curve(args.log, args.out, model_name=args.model_name))
         return 0
     if args.embeddings:
         from modeling_dino_speech.inference import read_embeddings
@@ -332,7 +420,17 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         table = files.to_pandas()
     if args.color not in table.columns:
         parser.error(f"no column {args.color!r} to colour by; columns: {list(table.columns)}")
-    print(plot_tsne(embeddings, table[args.color].tolist(), args.out, title=args.title, max_points=args.max_points))
+    name = args.model_name or args.model
+    print(
+        plot_tsne(
+            embeddings,
+            table[args.color].tolist(),
+            args.out,
+            title=args.title,
+            max_points=args.max_points,
+            model_name=name,
+        )
+    )
     return 0
 
 

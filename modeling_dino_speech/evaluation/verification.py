@@ -1,9 +1,12 @@
 """Speaker verification: ``dino-speech verify --model DIR --trials FILE [FILE ...] --audio-root DIR``.
 
 For each trial list (VoxCeleb1-O/E/H, original or cleaned, the demo lists, any list in the official
-``<label> <enroll> <test>`` format): every referenced file must exist (all missing files are named before
-any work starts), each distinct file is embedded once (lists sharing files share the work), trials are
-scored by cosine similarity and reported as EER (%) and minDCF (p_target 0.01 and 0.05, C_miss = C_fa = 1).
+``<label> <enroll> <test>`` format): every referenced file must exist and the list must hold target and
+non-target trials (all problems are named before any work starts; repeated trials and self-trials are reported
+and dropped), each distinct file is embedded once (lists sharing files share the work), trials are scored by
+cosine similarity and reported as EER (%) and minDCF (p_target 0.01 and 0.05, C_miss = C_fa = 1). A file that
+turns out unreadable while embedding (e.g. NaN samples) does not stop the run: its trials are left out, named in a
+warning and counted in the results (``num_trials_skipped``, ``skipped_files``).
 
 With ``--cohort`` (a manifest, an audio folder or a ``dino-speech embed`` embeddings file of unlabelled training
 utterances), AS-norm scores are reported too. ``--out results.json`` writes the numbers, a DET curve
@@ -27,6 +30,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
 
@@ -64,13 +68,14 @@ def _list_name(path: PathLike, taken: Mapping[str, Any]) -> str:
 def _read_lists(trial_paths: Sequence[PathLike], audio_root: Optional[PathLike]) -> Dict[str, tuple]:
     """``{name: (trial list path, labels (T,), enroll paths, test paths)}``; raises one FileNotFoundError
     naming every missing audio file of every list."""
-    from modeling_dino_speech.data.trials import read_trials
+    from modeling_dino_speech.data.trials import check_both_classes, read_trials
 
     lists: Dict[str, tuple] = {}
     missing: Dict[str, List[str]] = {}
     for trial_path in trial_paths:
         root = os.fspath(audio_root) if audio_root is not None else os.path.dirname(os.path.abspath(trial_path))
         trials = read_trials(trial_path, audio_root=root)
+        check_both_classes(trials, os.fspath(trial_path))
         files = sorted({t.enroll for t in trials} | {t.test for t in trials})
         absent = [f for f in files if not os.path.isfile(f)]
         if absent:
@@ -97,7 +102,7 @@ def _cohort_embeddings(
 ) -> np.ndarray:
     """(K, D) cohort embeddings from an array, a `dino-speech embed` output file, a manifest or an audio folder;
     files that also appear in the trials are left out (a file must not be its own impostor)."""
-    from modeling_dino_speech.inference import embed_files, load_audio_list, read_embeddings
+    from modeling_dino_speech.inference import EmbeddingError, embed_files, load_audio_list, read_embeddings
 
     if isinstance(cohort, np.ndarray):
         return cohort
@@ -123,7 +128,14 @@ def _cohort_embeddings(
         )
     paths = [files["path"][i] for i in keep]
     durations = [files["duration"][i] for i in keep]
-    return embed_files(model, feature_extractor, paths, durations=durations, desc="embedding cohort", **embed_kwargs)
+    try:
+        return embed_files(
+            model, feature_extractor, paths, durations=durations, desc="embedding cohort", **embed_kwargs
+        )
+    except EmbeddingError as err:  # a cohort does without its unreadable files
+        warnings.warn(f"cohort: {err}; left out of the cohort", stacklevel=2)
+        matrix = err.result.embeddings
+        return matrix[np.isfinite(matrix).all(axis=1)]
 
 
 def verify_lists(
@@ -142,6 +154,7 @@ def verify_lists(
     out: Optional[PathLike] = None,
     seed: int = 0,
     return_curves: bool = False,
+    trust_remote_code: bool = False,
 ) -> Dict[str, Any]:
     """Evaluate a model on several trial lists at once, embedding each distinct file once.
 
@@ -157,20 +170,23 @@ def verify_lists(
             unless a device is given.
         out: ``results.json`` to write, with ``<stem>_det.png`` and ``<stem>_scores_<list>.png`` beside it.
         return_curves: also return ``{"curves": {list name: DetectionCurve}}`` (to plot several systems).
+        trust_remote_code: let a checkpoint folder of a model type unknown here run its own code.
 
     Returns:
         ``{"model": str, "speaker_verification": {list name: metrics}, "plots": {...}}`` where metrics has
         ``eer`` (%), ``min_dcf_0.01``, ``min_dcf_0.05`` (with ``*_threshold``), trial counts, and, with a
         cohort, the same numbers under ``as_norm``.
     """
-    from modeling_dino_speech.inference import embed_files, load_model
+    from modeling_dino_speech.inference import EmbeddingError, embed_files, load_model
 
     if isinstance(trials, (str, os.PathLike)):
         trials = [trials]
     lists = _read_lists(trials, audio_root)  # all files are checked before the model is even loaded
     if isinstance(model, (str, os.PathLike)):
         model_name = os.fspath(model)
-        model, feature_extractor = load_model(model_name, device=device if device is not None else "auto")
+        model, feature_extractor = load_model(
+            model_name, device=device if device is not None else "auto", trust_remote_code=trust_remote_code
+        )
         device = None  # already there
     else:
         model_name = type(model).__name__
@@ -183,7 +199,12 @@ def verify_lists(
     index = {f: i for i, f in enumerate(files)}
     embed_kwargs = dict(batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
     started = time.perf_counter()
-    embeddings = embed_files(model, feature_extractor, files, **embed_kwargs)
+    skipped: Dict[str, str] = {}
+    try:
+        embeddings = embed_files(model, feature_extractor, files, **embed_kwargs)
+    except EmbeddingError as err:  # keep what was embedded; the trials of the bad files are left out
+        embeddings, skipped = err.result.embeddings, err.failures
+        warnings.warn(f"{err}\ntheir trials are left out of the scores", stacklevel=2)
     embed_seconds = time.perf_counter() - started
 
     statistics = None
@@ -199,6 +220,13 @@ def verify_lists(
     for name, (path, labels, enroll, test) in lists.items():
         enroll_index = np.fromiter((index[f] for f in enroll), dtype=np.int64, count=len(enroll))
         test_index = np.fromiter((index[f] for f in test), dtype=np.int64, count=len(test))
+        bad = [f for f in set(enroll) | set(test) if f in skipped]
+        if bad:
+            usable = np.isfinite(embeddings).all(axis=1)
+            keep = usable[enroll_index] & usable[test_index]
+            enroll_index, test_index, labels = enroll_index[keep], test_index[keep], labels[keep]
+            if len(set(labels.tolist())) < 2:
+                raise ValueError(f"{path}: too few trials left without the unreadable files to compute EER")
         scores = cosine_scores(embeddings, enroll_index, test_index)
         curve = detection_curve(scores, labels)
         entry = {
@@ -206,9 +234,12 @@ def verify_lists(
             "num_trials": int(labels.shape[0]),
             "num_targets": curve.num_targets,
             "num_nontargets": curve.num_nontargets,
-            "num_files": len(set(enroll) | set(test)),
+            "num_files": len(set(enroll) | set(test)) - len(bad),
             "trials": path,
         }
+        if bad:
+            entry["num_trials_skipped"] = len(enroll) - int(labels.shape[0])
+            entry["skipped_files"] = {f: skipped[f] for f in sorted(bad)}
         curves[name] = curve
         scored[name] = (scores, labels, entry["eer_threshold"])
         if statistics is not None:
@@ -280,7 +311,10 @@ def verify(
 
 def trial_list_evaluator(trials: PathLike, audio_root: Optional[PathLike] = None, **kwargs: Any):
     """The hook training calls to evaluate a model (``training.setup.Evaluator``): ``(model, feature_extractor) ->``
-    the :func:`verify` metrics of ``trials``, computed on the model's device without a progress bar."""
+    the :func:`verify` metrics of ``trials``, computed on the model's device without a progress bar. The list is
+    read and checked here (files exist, both classes present), before training starts."""
+
+    _read_lists([trials], audio_root)  # a list EER cannot be computed on fails now, not after training
 
     def evaluate(model, feature_extractor) -> Dict[str, Any]:
         return verify(model, trials, audio_root, feature_extractor=feature_extractor, progress=False, **kwargs)
@@ -305,7 +339,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--num-workers", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--trust-remote-code", action="store_true", help="allow a checkpoint's own code to run")
     args = parser.parse_args(argv)
+    if args.out:
+        from modeling_dino_speech.utils.paths import check_outputs_spare_inputs
+
+        out, names = Path(args.out), {}
+        for trial_path in args.trials:
+            names[_list_name(trial_path, names)] = trial_path
+        plots = [out.with_name(f"{out.stem}_det.png")] + [out.with_name(f"{out.stem}_scores_{n}.png") for n in names]
+        check_outputs_spare_inputs([out, *plots], [*args.trials, args.cohort], "results")
 
     report = verify_lists(
         args.model,
@@ -319,6 +362,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         num_workers=args.num_workers,
         out=args.out,
         seed=args.seed,
+        trust_remote_code=args.trust_remote_code,
     )
     print(format_table(report))
     if args.out:

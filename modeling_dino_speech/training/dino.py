@@ -142,6 +142,9 @@ def freeze_batchnorm_statistics(model: nn.Module) -> None:
             module.momentum = 0.0
 
 
+_NOT_SHAPE = ("auto_map", "custom_pipelines", "transformers_version", "dtype", "architectures")
+
+
 def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) -> None:
     """Refuse to resume a checkpoint with a model of another shape."""
     current = config.to_diff_dict()
@@ -149,7 +152,8 @@ def check_checkpoint_fits(saved: dict, config: DinoSpeechConfig, where: Path) ->
     differ = [
         k
         for k in keys
-        if k not in ("auto_map", "transformers_version", "dtype", "architectures") and saved.get(k) != current.get(k)
+        # what the model adds to its config (auto_map, custom_pipelines) or saving stamps on it is no shape
+        if k not in _NOT_SHAPE and saved.get(k) != current.get(k)
     ]
     if differ:
         details = ", ".join(f"{k}: checkpoint {saved.get(k)!r} vs config {current.get(k)!r}" for k in differ)
@@ -784,6 +788,14 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
         )
     if evaluator is not None and log.evaluated_step != state.global_step:  # every rank: it holds a barrier
         evaluate_teacher(run, log, evaluator)
+    if evaluator is not None and accelerator.is_main_process:
+        from ..calibration import calibrate_checkpoint
+
+        # final/ as exported (whitening included) decides at its own EER threshold; the card shows it and the
+        # evaluations logged while training.
+        calibrate_checkpoint(
+            run.output_dir / "final", evaluator=evaluator, history=log.metrics_file, device=accelerator.device
+        )
     accelerator.wait_for_everyone()
     accelerator.end_training()
     return run.output_dir / "final"

@@ -408,8 +408,11 @@ def run_round(
         )
     round_report["seconds"] = round(time.perf_counter() - started, 1)
     if evaluator is not None and accelerator.is_main_process:
+        from ..calibration import set_calibration
+
         metrics = evaluator(model.dino_speech, feature_extractor)
         round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
+        set_calibration(model.config, metrics)  # saved with the round's model: its threshold, in the card too
     if accelerator.is_main_process:
 
         def fill(folder: Path) -> None:
