@@ -16,6 +16,7 @@ from ..configuration_dino_speech import DinoSpeechConfig
 from ..data.augment import AugmentConfig
 from ..data.multicrop import MultiCropConfig
 from ..utils.atomic import write_text_atomic
+from .threads import check_num_threads
 
 T = TypeVar("T")
 
@@ -36,6 +37,13 @@ class DataConfig:
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     augmentation: bool = True
+    augment_on: str = "cpu"
+    """`cpu`: the DataLoader workers augment and compute the features; `device`: they only decode and crop, and
+    the training device augments (same distributions, see `data.device_augment`) and computes the features."""
+
+    def __post_init__(self) -> None:
+        if self.augment_on not in ("cpu", "device"):
+            raise ValueError(f"data.augment_on must be 'cpu' or 'device', got {self.augment_on!r}")
 
 
 @dataclass
@@ -118,8 +126,12 @@ class DinoTrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     mixed_precision: str = "auto"
     """`auto` (bf16 on a GPU that supports it, else fp16 on GPU, none on CPU), `no`, `fp16`, `bf16`."""
-    num_threads: int = 0
-    """torch intra-op threads per process (0: leave torch's default)."""
+    num_threads: Union[int, str] = 0
+    """torch intra-op threads per process (0: leave torch's default; `auto`: the cores the rest of the machine
+    leaves free, re-evaluated during training, see `training.threads`)."""
+    sync_batchnorm: bool = False
+    """Synchronise BatchNorm statistics across GPU processes (student and teacher), as DINO does; a no-op with
+    one process, refused on CPU processes."""
     log_every: int = 10
     save_every: int = 200
     keep_checkpoints: int = 2
@@ -129,6 +141,7 @@ class DinoTrainConfig:
 
     def __post_init__(self) -> None:
         check_model_kwargs(self.model, "model")
+        check_num_threads(self.num_threads)
 
 
 def check_model_kwargs(kwargs: Dict[str, Any], where: str) -> None:

@@ -4,13 +4,14 @@ hook through which they reach evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Protocol
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Protocol, Union
 
 import torch
 from torch import nn
 
 from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
 from .config import DataConfig, save_config, to_dict
+from .threads import apply_num_threads
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -30,7 +31,7 @@ class RunSettings(Protocol):
     output_dir: str
     seed: int
     mixed_precision: str
-    num_threads: int
+    num_threads: Union[int, str]
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -62,8 +63,7 @@ def start_run(cfg: RunSettings, project: str, log_hyperparameters: bool = False)
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration, set_seed
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    apply_num_threads(cfg.num_threads)  # an int, 0 (torch's default) or "auto" (training.threads)
     output_dir = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision),
