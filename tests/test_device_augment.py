@@ -445,3 +445,62 @@ def test_raw_loader_refuses_mismatched_settings(corpus):
     device = DeviceAugmenter(None, fe, "cpu")
     with pytest.raises(ValueError, match="augmentation settings"):
         build_multicrop_dataloader(corpus, MultiCropConfig(**CROPS), AugmentConfig(), fe, device_augmenter=device)
+
+
+# --------------------------------------------------------------------------------------------- training
+
+
+@pytest.mark.slow
+def test_training_with_device_augmentation_resumes_bit_identically_after_sigkill(tmp_path):
+    """As tests/test_train_dino.py does for the CPU path: kill -9 after a checkpoint, resume, same weights."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from helpers import make_corpus
+    from safetensors.torch import load_file
+    from test_train_dino import TINY
+
+    root = Path(__file__).resolve().parents[1]
+    manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=6)
+    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
+
+    def command(out):
+        return [
+            sys.executable,
+            str(root / "train.py"),
+            "dino",
+            "--config",
+            str(root / "configs" / "demo.yaml"),
+            "--output_dir",
+            str(out),
+            f"data.train={manifest}",
+            "data.augment.musan_root=null",  # generated noise and RIRs, babble from the pool: the demo's mix
+            *TINY,
+            "data.augment_on=device",
+            "data.augment.channel_prob=0.3",
+            "max_steps=10",
+            "save_every=2",
+        ]
+
+    straight = tmp_path / "straight"
+    result = subprocess.run(command(straight), env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-4000:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_00000004").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "final").exists(), "the run finished before it could be killed"
+    resumed = subprocess.run(command(killed) + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    for name in ("teacher/model.safetensors", "dino_loss.safetensors"):
+        a, b = load_file(straight / "pretraining" / name), load_file(killed / "pretraining" / name)
+        assert a.keys() == b.keys()
+        for key in a:
+            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
