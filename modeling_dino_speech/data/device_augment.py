@@ -280,9 +280,14 @@ def collate_plans(plans: Sequence[Mapping[str, np.ndarray]], count: int) -> dict
 # --------------------------------------------------------------------------------------------- tensor ops
 
 
+def _power_torch(x: torch.Tensor) -> torch.Tensor:
+    """Mean square over the last axis, float64 (squares in x's precision, accumulated in float64)."""
+    return torch.sum(x * x, dim=-1, dtype=torch.float64) / max(x.shape[-1], 1)
+
+
 def _rms_torch(x: torch.Tensor) -> torch.Tensor:
-    """RMS over the last axis, accumulated in float64 as :func:`.augment._rms` does."""
-    return torch.sqrt(torch.mean(torch.square(x.double()), dim=-1))
+    """RMS over the last axis, in float64 like :func:`.augment._rms`."""
+    return torch.sqrt(_power_torch(x))
 
 
 def reverberate_torch(waveforms: torch.Tensor, rirs: torch.Tensor) -> torch.Tensor:
@@ -292,18 +297,17 @@ def reverberate_torch(waveforms: torch.Tensor, rirs: torch.Tensor) -> torch.Tens
     n_fft = _fast_len(length + rirs.shape[-1] - 1)
     wet = torch.fft.irfft(torch.fft.rfft(waveforms, n_fft) * torch.fft.rfft(rirs, n_fft), n_fft)
     wet = torch.gather(wet, 1, delays[:, None] + torch.arange(length, device=wet.device)[None, :])
-    return (wet.double() * (_rms_torch(waveforms) / (_rms_torch(wet) + _EPS))[:, None]).float()
+    return wet * (_rms_torch(waveforms) / (_rms_torch(wet) + _EPS)).float()[:, None]
 
 
 def mix_at_snr_torch(waveforms: torch.Tensor, noises: torch.Tensor, snrs_db: torch.Tensor) -> torch.Tensor:
     """:func:`.augment.mix_at_snr`: noise scaled to ``snrs_db`` per row; silent rows left unchanged."""
-    p_signal = torch.mean(torch.square(waveforms.double()), dim=-1)
-    p_noise = torch.mean(torch.square(noises.double()), dim=-1)
+    p_signal, p_noise = _power_torch(waveforms), _power_torch(noises)
     valid = (p_signal > _EPS) & (p_noise > _EPS)
     snrs = snrs_db.to(device=waveforms.device, dtype=torch.float64)
     scale = torch.sqrt(p_signal / p_noise.clamp_min(_EPS) / 10.0 ** (snrs / 10.0))
     scale = torch.where(valid, scale, torch.zeros_like(scale))
-    return (waveforms.double() + scale[:, None] * noises.double()).float()
+    return waveforms + scale.float()[:, None] * noises
 
 
 def shape_noise_torch(white: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor:
@@ -314,7 +318,7 @@ def shape_noise_torch(white: torch.Tensor, slopes: torch.Tensor) -> torch.Tensor
     freqs[0] = freqs[1] if len(freqs) > 1 else 1.0
     spectrum = spectrum * freqs[None, :] ** (-slopes.to(white.device, torch.float32)[:, None] / 2.0)
     noise = torch.fft.irfft(spectrum, n=length)
-    return (noise.double() / (_rms_torch(noise) + _EPS)[:, None]).float()
+    return noise / (_rms_torch(noise) + _EPS).float()[:, None]
 
 
 def music_from_notes_torch(
@@ -582,8 +586,10 @@ class SourceBank:
         start = torch.where(frames > need, start, torch.zeros_like(start))
         audio = bank["audio"]
         first, file_len, start = (t.to(audio.device) for t in (bank["offsets"][files], bank["lengths"][files], start))
-        samples = torch.arange(length, device=audio.device)
-        index = first[:, None] + (start[:, None] + samples[None, :]) % file_len[:, None]
+        within = start[:, None] + torch.arange(length, device=audio.device)[None, :]
+        if bool((start + length > file_len).any()):  # files shorter than the segment are repeated
+            within = within % file_len[:, None]
+        index = first[:, None] + within
         return self._as_float(audio[index]).to(device, non_blocking=True)
 
     def rirs_of(self, files: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -715,10 +721,11 @@ class DeviceAugmenter:
         if talking.numel():  # babble: the talkers at equal level (unit RMS each), summed in their order
             files, offsets = plan["seg_file"][rows[talking]], plan["seg_offset"][rows[talking]]  # (K, talkers)
             used = files >= 0
+            talkers = self.bank.segments_of(files[used], offsets[used], length, device)
+            talkers = talkers / (_rms_torch(talkers) + _EPS).float()[:, None]
             segs = torch.zeros(*files.shape, length, device=device)
-            segs[used.to(device)] = self.bank.segments_of(files[used], offsets[used], length, device)
-            level = _rms_torch(segs) + _EPS
-            noises[talking.to(device)] = (segs.double() / level[..., None]).sum(dim=1).float()
+            segs[used.to(device)] = talkers
+            noises[talking.to(device)] = segs.sum(dim=1)  # in talker order, deterministic on every device
         coloured = torch.nonzero(source == COLOURED).flatten()
         if coloured.numel():
             sel = rows[coloured]
