@@ -380,7 +380,11 @@ def channel_responses_torch(params: Mapping[str, torch.Tensor], num_bins: int, s
     float32 and the band edges float64, which keeps the stop band as deep as numpy's)."""
     high = params["high"].float()
     device = high.device
-    freqs = torch.linspace(0.0, 0.5 * sampling_rate, num_bins, dtype=torch.float64, device=device).float()
+    freqs64 = torch.linspace(0.0, 0.5 * sampling_rate, num_bins, dtype=torch.float64)
+    speech = (freqs64 >= 300.0) & (freqs64 <= 3000.0)  # on the host: no device synchronisation to test it
+    has_speech_band = bool(speech.any())
+    freqs64, speech = freqs64.to(device), speech.to(device)
+    freqs = freqs64.float()
     octaves = torch.log2(freqs.clamp_min(1.0) / 1000.0)
     response_db = params["tilt"].float()[:, None] * octaves[None, :]
     centre, width, gain = params["centre"].float(), params["width"].float(), params["gain"].float()
@@ -391,11 +395,10 @@ def channel_responses_torch(params: Mapping[str, torch.Tensor], num_bins: int, s
         response_db = response_db + (used * gain[:, b])[:, None] * bump
     gains = torch.pow(10.0, response_db / 20.0).double()
     # The band edges in float64: in float32, 1 - (0.5 - 0.5 cos) leaves the stop band at ~1e-7 instead of ~0.
-    freqs64, high64 = freqs.double(), params["high"].double()
+    high64 = params["high"].double()
     gains = gains * _edge_torch(freqs64, high64, torch.clamp(0.5 * high64, min=20.0))
     gains = gains * (1.0 - _edge_torch(freqs64, params["low"].double(), torch.full_like(high64, 400.0)))
-    speech = (freqs >= 300.0) & (freqs <= 3000.0)
-    if bool(speech.any()):
+    if has_speech_band:
         gains = gains / (torch.sqrt(torch.mean(torch.square(gains[:, speech]), dim=1, keepdim=True)) + _EPS)
     return gains.float()
 
@@ -584,10 +587,11 @@ class SourceBank:
         native_start = (offsets.double() * (frames - need).double()).long()
         start = torch.where(rates == self.sampling_rate, native_start, (native_start * self.sampling_rate) // rates)
         start = torch.where(frames > need, start, torch.zeros_like(start))
-        audio = bank["audio"]
-        first, file_len, start = (t.to(audio.device) for t in (bank["offsets"][files], bank["lengths"][files], start))
+        audio, file_len = bank["audio"], bank["lengths"][files]
+        wraps = bool((start + length > file_len).any())  # files shorter than the segment are repeated
+        first, file_len, start = (t.to(audio.device) for t in (bank["offsets"][files], file_len, start))
         within = start[:, None] + torch.arange(length, device=audio.device)[None, :]
-        if bool((start + length > file_len).any()):  # files shorter than the segment are repeated
+        if wraps:
             within = within % file_len[:, None]
         index = first[:, None] + within
         return self._as_float(audio[index]).to(device, non_blocking=True)

@@ -6,11 +6,12 @@ with another process waits for a whole scheduler time slice, at every one of the
 training step. benchmarks/RESULTS.md (section 8) measured it on 2 cores: a demo step of ~1.6 s became 11-30 s
 beside one competing process with 2 threads.
 
-The rule (:func:`choose_threads`): threads = the cores this process may run on, minus the cores the rest of
-the machine kept busy over the last interval -- other processes and this run's own DataLoader workers alike,
-read from ``/proc/stat`` minus this process's own CPU time -- rounded to the nearest whole core, at least 1.
-:class:`ThreadGovernor` re-evaluates it every ``interval_s`` seconds during training, so that a compile job or
-a browser that comes and goes moves the thread count with it.
+The rule (:func:`choose_threads`): threads = the cores this process may run on, minus the cores *other*
+processes kept busy over the last interval (``/proc/stat`` minus the CPU time of this process and of its
+children, the DataLoader workers: they only run ahead of the step as far as the prefetch queue lets them, and a
+quiet 2-core machine trains the demo fastest with 2 threads beside its worker), rounded to the nearest whole
+core, at least 1. :class:`ThreadGovernor` re-evaluates it every ``interval_s`` seconds during training, so that
+a compile job or a browser that comes and goes moves the thread count with it.
 """
 
 from __future__ import annotations
@@ -79,9 +80,36 @@ def _machine_busy_seconds() -> Optional[float]:
     return busy / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: str = "self") -> list[str]:
+    """Live child processes (the DataLoader workers), from ``/proc/<pid>/task/*/children``."""
+    found = []
+    try:
+        for task in os.listdir(f"/proc/{pid}/task"):
+            try:
+                with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
+                    found.extend(handle.read().split())
+            except OSError:
+                continue
+    except OSError:
+        return []
+    return found
+
+
+def _process_seconds(pid: str) -> float:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def _own_seconds() -> float:
+    """CPU-seconds of this process (all its threads) and of its children, live (DataLoader workers) or not:
+    the run's own work, which the rule does not count as load."""
     times = os.times()
-    return times.user + times.system
+    live = sum(_process_seconds(child) for child in _children())
+    return times.user + times.system + times.children_user + times.children_system + live
 
 
 class ThreadGovernor:
