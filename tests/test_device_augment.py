@@ -447,6 +447,35 @@ def test_raw_loader_refuses_mismatched_settings(corpus):
         build_multicrop_dataloader(corpus, MultiCropConfig(**CROPS), AugmentConfig(), fe, device_augmenter=device)
 
 
+def test_banks_too_big_for_the_accelerator_stay_in_host_memory():
+    from modeling_dino_speech.data.device_augment import bank_device
+
+    gpu = torch.device("cuda", 0)
+    assert bank_device(10**9, gpu, total_memory=80 * 10**9) == gpu
+    assert bank_device(30 * 10**9, gpu, total_memory=80 * 10**9) == torch.device("cpu")
+    assert bank_device(10**12, torch.device("cpu")) == torch.device("cpu")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_on_cuda_the_device_path_is_the_cpu_path(sources, corpus):
+    """Where a GPU is lent: bank on the GPU, pinned raw batches, the same augmentations and features."""
+    musan, rirs = sources
+    # (no codec: a sample on a G.711 step may round either way on two devices)
+    cfg = AugmentConfig(musan_root=musan, rir_root=rirs, channel_prob=0.5, gain_db=(-6, 6))
+    fe = DinoSpeechFeatureExtractor()
+    on_gpu, on_cpu = DeviceAugmenter(cfg, fe, "cuda"), DeviceAugmenter(cfg, fe, "cpu")
+    assert on_gpu.bank.segments["audio"].is_cuda
+    x = _speech_like(np.random.default_rng(0), 6, 8000)
+    for seed in range(4):
+        plan = collate_plans([on_gpu.planner().plan(6, 8000, np.random.default_rng(seed))], 6)
+        _close(on_gpu.augment(_t(x).cuda(), plan).cpu().numpy(), on_cpu.augment(_t(x), plan).numpy(), 1e-4)
+    kwargs = dict(crop_cfg=MultiCropConfig(**CROPS), aug_cfg=cfg, feature_extractor=fe, batch_size=4, seed=3)
+    batch = next(iter(build_multicrop_dataloader(corpus, device_augmenter=on_gpu, pin_memory=True, **kwargs)))
+    assert batch["global_crops"].is_pinned()
+    featurised = on_gpu(batch)
+    assert featurised["global_features"].is_cuda and torch.isfinite(featurised["local_features"]).all()
+
+
 # --------------------------------------------------------------------------------------------- training
 
 

@@ -51,6 +51,7 @@ __all__ = [
     "DeviceAugmenter",
     "SourceBank",
     "apply_responses_torch",
+    "bank_device",
     "channel_responses_torch",
     "collate_plans",
     "g711_torch",
@@ -491,6 +492,19 @@ def g711_torch(waveforms: torch.Tensor, laws: torch.Tensor, sampling_rate: int =
 # --------------------------------------------------------------------------------------------- the bank
 
 
+def bank_device(nbytes: int, device: torch.device, total_memory: int | None = None) -> torch.device:
+    """Where a bank of ``nbytes`` lives: on ``device``, unless that is an accelerator and the bank would take more
+    than a quarter of its memory (``total_memory``, default: the device's); then in (pinned) host memory, from
+    which the segments a batch needs are gathered and copied."""
+    if device.type == "cpu":
+        return device
+    if total_memory is None:
+        total_memory = torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
+    if total_memory is not None and nbytes > _BANK_DEVICE_SHARE * total_memory:
+        return torch.device("cpu")
+    return device
+
+
 class SourceBank:
     """The planner's noise, music and speech files and its impulse responses, read once per process.
 
@@ -507,17 +521,14 @@ class SourceBank:
         max_rir = int(planner.config.max_rir_seconds * sr)
         self.segments = self._read(planner.bank_files(), sr, rir=None)
         self.rirs = self._read(planner.rir_files, sr, rir=max_rir)
-        self.device = torch.device(device)
         nbytes = sum(t.numel() * t.element_size() for t in (self.segments["audio"], self.rirs["audio"]))
-        if self.device.type == "cuda":
-            total = torch.cuda.get_device_properties(self.device).total_memory
-            if nbytes > _BANK_DEVICE_SHARE * total:
-                logger.warning(
-                    "augmentation bank of %.1f GB stays in pinned host memory (over %d%% of the device's)",
-                    nbytes / 1e9,
-                    int(100 * _BANK_DEVICE_SHARE),
-                )
-                self.device = torch.device("cpu")
+        self.device = bank_device(nbytes, torch.device(device))
+        if self.device != torch.device(device):
+            logger.warning(
+                "augmentation bank of %.1f GB stays in pinned host memory (over %d%% of the device's)",
+                nbytes / 1e9,
+                int(100 * _BANK_DEVICE_SHARE),
+            )
         for bank in (self.segments, self.rirs):
             audio = bank["audio"]
             bank["audio"] = audio.to(self.device) if self.device.type != "cpu" else audio

@@ -10,9 +10,11 @@ thread counts the governor chose (training.threads).
 Settings are `threads:workers:augment_on`, e.g. `0:1:cpu` (the demo before issue #16: torch's default of 2
 threads, 1 loader worker, augmentation in the worker) or `auto:1:device`.
 
-Usage (about 2-4 minutes per setting and condition on 2 shared cores; a collapsed setting is cut at --timeout):
-    .venv/bin/python benchmarks/bench_demo_threads.py --data data/demo
-    .venv/bin/python benchmarks/bench_demo_threads.py --settings 0:1:cpu auto:1:cpu --steps 8
+Not a `bench_*` script: `make bench` leaves it out (the default settings train the demo 16 times, ~30 minutes).
+
+Usage (about 1-3 minutes per setting and condition on 2 shared cores; a collapsed setting is cut at --timeout):
+    .venv/bin/python benchmarks/demo_threads.py --data data/demo
+    .venv/bin/python benchmarks/demo_threads.py --settings 0:1:cpu auto:1:cpu --steps 8
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def main() -> None:
     if not (data / "train.csv").exists():
         raise SystemExit(f"{data}/train.csv not found: build the demo corpus first (make corpus)")
 
-    print("bench_demo_threads: the demo's DINO step, quiet vs one competing process (nice 10)")
+    print("demo_threads: the demo's DINO step, quiet vs one competing process (nice 10)")
     print(machine_line("per setting"))
     results: dict = {}
     flip = False
