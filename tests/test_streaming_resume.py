@@ -169,3 +169,36 @@ def test_training_resumed_mid_stream_equals_the_uninterrupted_run(tmp_path):
     assert "the epoch restarts" in _train(manifest, restarted, ["--resume"])
     c = _teacher(restarted)
     assert any(not torch.equal(a[key], c[key]) for key in a)
+
+
+def test_a_stream_of_raw_crops_resumes_too(pool):
+    from modeling_dino_speech.data.augment import AugmentConfig
+    from modeling_dino_speech.data.device_augment import DeviceAugmenter
+
+    fe = DinoSpeechFeatureExtractor()
+    device = DeviceAugmenter(AugmentConfig(), fe, "cpu")
+
+    def loader(skip_rows=None):
+        source = streaming_source(pool, num_shards=4, seed=9)
+        return build_multicrop_dataloader(
+            source,
+            CROPS,
+            AugmentConfig(),
+            fe,
+            batch_size=3,
+            num_workers=2,
+            seed=9,
+            device_augmenter=device,
+            skip_rows=skip_rows,
+        )
+
+    full = list(loader())
+    rows: list = []
+    for batch in full[:2]:
+        count_stream_rows(rows, batch)
+    rest = [b for b in loader(rows) if not b.get("placeholder")]
+    assert [b["index"].tolist() for b in rest] == [b["index"].tolist() for b in full[2:]]
+    for a, b in zip(full[2:], rest):
+        assert torch.equal(a["global_crops"], b["global_crops"])
+        assert torch.equal(a["global_plan"]["snr"], b["global_plan"]["snr"])
+        assert torch.equal(device(a)["global_features"], device(b)["global_features"])
