@@ -28,12 +28,11 @@ import argparse
 import copy
 import os
 import tempfile
-import time
 
 import numpy as np
 import soundfile as sf
 import torch
-from _harness import ROOT, interleaved, machine_line, peak_rss_mb, table
+from _harness import ROOT, interleaved, machine_line, median_after_warmup, peak_rss_mb, table
 from bench_data import synth_corpus
 
 from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor
@@ -196,17 +195,8 @@ def time_step(recipe: str, batch: int, steps: int, threads: int, device: torch.d
         ema_update(teacher, student, 0.996)
         loss_fn.update_center(teacher_logits)
 
-    step()
-    sync()
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    seconds = sorted(times)[len(times) // 2]
+    reset = torch.cuda.reset_peak_memory_stats if device.type == "cuda" else (lambda: None)
+    seconds = median_after_warmup(step, steps, sync, after_warmup=reset)
     per_item = crops.n_global + crops.n_local
     return {
         "step_s": seconds,

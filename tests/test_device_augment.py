@@ -18,7 +18,6 @@ from scipy import stats
 
 from modeling_dino_speech import DinoSpeechFeatureExtractor
 from modeling_dino_speech.data import augment as augment_module
-from modeling_dino_speech.data import channel as channel_module
 from modeling_dino_speech.data.augment import (
     AugmentConfig,
     Augmenter,
@@ -259,7 +258,7 @@ def _record_cpu_decisions(monkeypatch, cfg, crops, rounds, length):
         for name in ("reverberate", "mix_at_snr", "rir_from_draws", "shape_noise", "music_from_notes", "g711")
     }
     real_noise = Augmenter._noise
-    real_draw = channel_module.draw_channel_parameters
+    real_draw = augment_module.draw_channel_parameters
 
     def noise(self, category, length, rng):
         seen["category"].append(augment_module.CATEGORIES.index(category))
@@ -291,7 +290,7 @@ def _record_cpu_decisions(monkeypatch, cfg, crops, rounds, length):
         ),
     )
     monkeypatch.setattr(augment_module, "g711", lambda w, laws, sr: seen["law"].extend(laws.tolist()) or w)
-    monkeypatch.setattr(channel_module, "draw_channel_parameters", draw)
+    monkeypatch.setattr(augment_module, "draw_channel_parameters", draw)
     monkeypatch.setattr(Augmenter, "_noise", noise)
     aug = Augmenter(cfg, sampling_rate=SR)
     x = _speech_like(np.random.default_rng(0), crops, length)
@@ -486,46 +485,30 @@ def test_training_with_device_augmentation_resumes_bit_identically_after_sigkill
     import subprocess
     import sys
     import time
-    from pathlib import Path
 
     from helpers import make_corpus
     from safetensors.torch import load_file
-    from test_train_dino import TINY
+    from test_train_dino import ROOT, TRAIN, common, run_train
 
-    root = Path(__file__).resolve().parents[1]
     manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=6)
-    env = {**os.environ, "PYTHONPATH": str(root), "HF_HUB_OFFLINE": "1"}
-
-    def command(out):
-        return [
-            sys.executable,
-            str(root / "train.py"),
-            "dino",
-            "--config",
-            str(root / "configs" / "demo.yaml"),
-            "--output_dir",
-            str(out),
-            f"data.train={manifest}",
-            "data.augment.musan_root=null",  # generated noise and RIRs, babble from the pool: the demo's mix
-            *TINY,
-            "data.augment_on=device",
-            "data.augment.channel_prob=0.3",
-            "max_steps=10",
-            "save_every=2",
-        ]
-
-    straight = tmp_path / "straight"
-    result = subprocess.run(command(straight), env=env, capture_output=True, text=True, timeout=600)
+    # generated noise and impulse responses, babble from the pool (the demo's mix), and channels
+    device = ["save_every=2", "data.augment_on=device", "data.augment.channel_prob=0.3"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    result = run_train(common(manifest, straight, 10, device))
     assert result.returncode == 0, result.stderr[-4000:]
-    killed = tmp_path / "killed"
-    proc = subprocess.Popen(command(killed), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "dino", *common(manifest, killed, 10, device)],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     deadline = time.time() + 300
     while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_00000004").exists():
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not (killed / "final").exists(), "the run finished before it could be killed"
-    resumed = subprocess.run(command(killed) + ["--resume"], env=env, capture_output=True, text=True, timeout=600)
+    resumed = run_train(common(manifest, killed, 10, device) + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
     for name in ("teacher/model.safetensors", "dino_loss.safetensors"):

@@ -77,31 +77,11 @@ def test_skip_rows_only_for_streams(pool):
         build_multicrop_dataloader(list(pool["path"]), CROPS, None, DinoSpeechFeatureExtractor(), skip_rows=[2])
 
 
-TINY = [
-    "model.backbone=ecapa_tdnn",
-    "model.ecapa_channels=32",
-    "model.ecapa_mfa_channels=64",
-    "model.ecapa_se_channels=16",
-    "model.pooling=attentive_statistics",
-    "model.attention_channels=16",
-    "model.embedding_size=32",
-    "model.dino_hidden_size=64",
-    "model.dino_bottleneck_size=16",
-    "model.dino_num_prototypes=64",
-    "data.crops.global_seconds=1.0",
-    "data.crops.local_seconds=0.5",
-    "data.crops.n_local=2",
+STREAMING = [
     "data.batch_size=4",
     "data.streaming=true",
     "data.num_workers=2",
     "data.augment.musan_root=null",
-    "optim.warmup_epochs=0.5",
-    "optim.lr=0.01",
-    "optim.freeze_last_layer_epochs=0.2",
-    "log_every=1",
-    "num_threads=1",
-    "mixed_precision=no",
-    "eval.trials=null",
     "save_every=3",
     "keep_checkpoints=10",
 ]
@@ -109,9 +89,11 @@ TINY = [
 
 def _train(manifest, out, extra=()):
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+    from test_train_dino import TINY
+
     args = ["--config", str(ROOT / "configs" / "demo.yaml"), "--output_dir", str(out), f"data.train={manifest}"]
     result = subprocess.run(
-        [sys.executable, str(ROOT / "train.py"), "dino", *args, *TINY, "max_steps=8", *extra],
+        [sys.executable, str(ROOT / "train.py"), "dino", *args, *TINY, *STREAMING, "max_steps=8", *extra],
         env=env,
         capture_output=True,
         text=True,

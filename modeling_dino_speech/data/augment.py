@@ -32,7 +32,7 @@ from typing import Sequence
 import numpy as np
 
 from .audio import AudioError, audio_info, load_audio
-from .channel import apply_responses, g711, random_channel_responses
+from .channel import apply_responses, channel_responses, draw_channel_parameters, g711
 
 __all__ = [
     "AugmentConfig",
@@ -446,6 +446,20 @@ class Augmenter:
             seg = coloured_noise(1, length, rng.uniform(*cfg.noise_slope), rng)[0]
         return seg
 
+    def _channel_draws(self, num: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The random channels of ``num`` crops (:func:`.channel.draw_channel_parameters` with this config)."""
+        cfg = self.config
+        return draw_channel_parameters(
+            num,
+            self.sampling_rate,
+            rng,
+            cfg.highpass_hz,
+            cfg.lowpass_hz,
+            cfg.tilt_db_per_octave,
+            cfg.eq_bands,
+            cfg.eq_gain_db,
+        )
+
     # -- the transform ------------------------------------------------------------------------------------
 
     def augment(self, waveforms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -482,17 +496,7 @@ class Augmenter:
         if cfg.channel_prob > 0:
             rows = np.flatnonzero(rng.random(num) < cfg.channel_prob)
             if rows.size:
-                gains = random_channel_responses(
-                    rows.size,
-                    length // 2 + 1,
-                    self.sampling_rate,
-                    rng,
-                    cfg.highpass_hz,
-                    cfg.lowpass_hz,
-                    cfg.tilt_db_per_octave,
-                    cfg.eq_bands,
-                    cfg.eq_gain_db,
-                )
+                gains = channel_responses(self._channel_draws(rows.size, rng), length // 2 + 1, self.sampling_rate)
                 out[rows] = apply_responses(out[rows], gains)
         if cfg.codec_prob > 0:
             coded = rng.random(num) < cfg.codec_prob

@@ -44,7 +44,7 @@ import torch
 
 from .audio import AudioError, audio_info, load_audio
 from .augment import _EPS, _WAVETABLE, _WAVETABLE_SIZE, CATEGORIES, AugmentConfig, Augmenter, _fast_len, _rms
-from .channel import _A, _LEVELS, _MU, G711_RATE, draw_channel_parameters
+from .channel import _A, _LEVELS, _MU, G711_RATE
 
 __all__ = [
     "AugmentPlanner",
@@ -180,16 +180,7 @@ class AugmentPlanner(Augmenter):
         if cfg.channel_prob > 0:
             rows = np.flatnonzero(rng.random(num) < cfg.channel_prob)
             if rows.size:
-                drawn = draw_channel_parameters(
-                    rows.size,
-                    self.sampling_rate,
-                    rng,
-                    cfg.highpass_hz,
-                    cfg.lowpass_hz,
-                    cfg.tilt_db_per_octave,
-                    cfg.eq_bands,
-                    cfg.eq_gain_db,
-                )
+                drawn = self._channel_draws(rows.size, rng)
                 p["channel"][rows] = True
                 for key in ("high", "low", "tilt", "bands", "centre", "width", "gain"):
                     p[f"ch_{key}"][rows] = drawn[key]
