@@ -65,6 +65,26 @@ def interleaved(
     return {name: statistics.median(values) for name, values in times.items()}
 
 
+def median_after_warmup(
+    call: Callable[[], object],
+    repeats: int,
+    sync: Callable[[], None] = lambda: None,
+    after_warmup: Callable[[], None] = lambda: None,
+) -> float:
+    """Median wall seconds of ``repeats`` calls after one warm-up call (``after_warmup`` runs in between, e.g. to
+    reset a peak-memory counter)."""
+    call()
+    sync()
+    after_warmup()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        call()
+        sync()
+        times.append(time.perf_counter() - start)
+    return sorted(times)[len(times) // 2]
+
+
 def peak_rss_mb() -> float:
     """This process's high-water resident set size in MiB (Linux reports ru_maxrss in KiB)."""
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0

@@ -25,10 +25,9 @@ import copy
 import json
 import subprocess
 import sys
-import time
 
 import torch
-from _harness import ROOT, interleaved, machine_line, peak_rss_mb, table
+from _harness import ROOT, interleaved, machine_line, median_after_warmup, peak_rss_mb, table
 
 VOXCELEB2_DEV_UTTERANCES = 1_092_009
 RECIPES = {"demo": ROOT / "configs" / "demo.yaml", "paper": ROOT / "configs" / "paper_lresnet34.yaml"}
@@ -92,15 +91,7 @@ def run_worker(recipe: str, batch: int, steps: int, threads: int, device: str) -
         dino_loss.update_center(teacher_logits)
         return float(loss)
 
-    step()  # warm-up: first-call allocations and kernel selection
-    sync()
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        step()
-        sync()
-        times.append(time.perf_counter() - start)
-    seconds = sorted(times)[len(times) // 2]
+    seconds = median_after_warmup(step, steps, sync)  # the warm-up: first-call allocations and kernel selection
     n_crops = crops.n_global + crops.n_local
     return {
         "recipe": recipe,
@@ -161,7 +152,10 @@ def main() -> None:
     )
     parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up (median reported)")
     parser.add_argument(
-        "--threads", type=int, default=None, help="default: the recipe's num_threads when it sets one, else 2"
+        "--threads",
+        type=int,
+        default=None,
+        help="default: the recipe's num_threads when it sets one (auto: what its rule gives now), else 2",
     )
     parser.add_argument("--before", default="5e135be", help="git commit to compare the model code with ('' = skip)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the before/after comparison")
@@ -181,7 +175,12 @@ def main() -> None:
     for recipe in args.recipes:
         recipe_cfg = load_config(DinoTrainConfig, RECIPES[recipe])
         batch = {"demo": args.demo_batch, "paper": args.paper_batch}[recipe] or recipe_cfg.data.batch_size
-        threads = args.threads or recipe_cfg.num_threads or 2
+        recipe_threads = recipe_cfg.num_threads
+        if recipe_threads == "auto":  # what training.threads' rule gives on this machine now
+            from modeling_dino_speech.training.threads import apply_num_threads
+
+            recipe_threads = apply_num_threads("auto").threads
+        threads = args.threads or recipe_threads or 2
         plan.append((recipe, batch, threads))
         command = [
             sys.executable,

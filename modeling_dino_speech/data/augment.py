@@ -34,7 +34,7 @@ import numpy as np
 
 from ..utils.checks import SettingError
 from .audio import AudioError, audio_info, load_audio
-from .channel import apply_responses, g711, random_channel_responses
+from .channel import apply_responses, channel_responses, draw_channel_parameters, g711
 
 __all__ = [
     "AugmentConfig",
@@ -171,8 +171,14 @@ def coloured_noise(num: int, length: int, slopes: np.ndarray | float, rng: np.ra
     Returns:
         ``(num, length)`` float32.
     """
+    return shape_noise(rng.standard_normal((num, length), dtype=np.float32), slopes)
+
+
+def shape_noise(white: np.ndarray, slopes: np.ndarray | float) -> np.ndarray:
+    """White noise ``(num, length)`` float32 -> power spectrum ~ 1/f**slope, unit RMS (:func:`coloured_noise`)."""
+    num, length = white.shape
     slopes = np.broadcast_to(np.asarray(slopes, dtype=np.float32), (num,))
-    spectrum = np.fft.rfft(rng.standard_normal((num, length), dtype=np.float32), axis=-1)
+    spectrum = np.fft.rfft(white, axis=-1)
     freqs = np.arange(spectrum.shape[-1], dtype=np.float32)
     freqs[0] = freqs[1] if len(freqs) > 1 else 1.0
     spectrum *= freqs[None, :] ** (-slopes[:, None] / 2.0)
@@ -198,13 +204,19 @@ def synthetic_music(length: int, sampling_rate: int, rng: np.random.Generator) -
     num_notes = -(-length // note_len)
     voices = int(rng.integers(1, 4))
     midi = rng.integers(40, 84, size=(num_notes, voices))
+    return music_from_notes(length, sampling_rate, note_len, midi, rng.uniform(0.1, 0.5))
+
+
+def music_from_notes(length: int, sampling_rate: int, note_len: int, midi: np.ndarray, decay: float) -> np.ndarray:
+    """:func:`synthetic_music` from its draws: notes of ``note_len`` samples, MIDI pitches ``(notes, voices)``
+    and the notes' decay time (s)."""
     f0 = (440.0 / sampling_rate) * 2.0 ** ((midi - 69) / 12.0)  # cycles per sample, (notes, voices)
     note_idx = np.arange(length) // note_len
     # Continuous phase across note changes (no clicks), wrapped into the wavetable.
     phase = np.cumsum(f0[note_idx], axis=0)
     signal = _WAVETABLE[(phase * _WAVETABLE_SIZE).astype(np.int64) & (_WAVETABLE_SIZE - 1)].sum(axis=1)
     t_in_note = (np.arange(length) - note_idx * note_len) / sampling_rate
-    signal *= (1.0 - np.exp(-t_in_note / 0.005)) * np.exp(-t_in_note / rng.uniform(0.1, 0.5))
+    signal *= (1.0 - np.exp(-t_in_note / 0.005)) * np.exp(-t_in_note / decay)
     signal /= _rms(signal) + _EPS
     return signal.astype(np.float32)
 
@@ -223,12 +235,23 @@ def synthetic_rir(
         ``(L,)`` float32 with unit L2 norm, ``L = min(RT60, max_seconds) * sampling_rate``.
     """
     t60 = rng.uniform(*rt60)
-    length = max(2, int(min(t60, max_seconds) * sampling_rate))
-    t = np.arange(length) / sampling_rate
-    tail = rng.standard_normal(length) * np.exp(-6.907755 * t / t60)  # ln(1000) = 60 dB in amplitude
+    white = rng.standard_normal(rir_length(t60, sampling_rate, max_seconds))
     first_reflection = int(rng.uniform(0.001, 0.01) * sampling_rate)
-    tail[: max(1, first_reflection)] = 0.0
     drr = 10.0 ** (rng.uniform(*drr_db) / 10.0)
+    return rir_from_draws(sampling_rate, t60, white, first_reflection, drr)
+
+
+def rir_length(t60: float, sampling_rate: int, max_seconds: float) -> int:
+    """Samples of a synthetic impulse response of reverberation time ``t60``."""
+    return max(2, int(min(t60, max_seconds) * sampling_rate))
+
+
+def rir_from_draws(sampling_rate: int, t60: float, white: np.ndarray, first_reflection: int, drr: float) -> np.ndarray:
+    """:func:`synthetic_rir` from its draws: the tail's white noise ``(L,)``, the first reflection (samples) and
+    the linear direct-to-reverberant ratio."""
+    t = np.arange(len(white)) / sampling_rate
+    tail = white * np.exp(-6.907755 * t / t60)  # ln(1000) = 60 dB in amplitude
+    tail[: max(1, first_reflection)] = 0.0
     tail *= np.sqrt(1.0 / (np.sum(tail**2) * drr + _EPS))
     tail[0] = 1.0
     return (tail / np.sqrt(np.sum(tail**2))).astype(np.float32)
@@ -428,6 +451,20 @@ class Augmenter:
             seg = coloured_noise(1, length, rng.uniform(*cfg.noise_slope), rng)[0]
         return seg
 
+    def _channel_draws(self, num: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """The random channels of ``num`` crops (:func:`.channel.draw_channel_parameters` with this config)."""
+        cfg = self.config
+        return draw_channel_parameters(
+            num,
+            self.sampling_rate,
+            rng,
+            cfg.highpass_hz,
+            cfg.lowpass_hz,
+            cfg.tilt_db_per_octave,
+            cfg.eq_bands,
+            cfg.eq_gain_db,
+        )
+
     # -- the transform ------------------------------------------------------------------------------------
 
     def augment(self, waveforms: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -464,17 +501,7 @@ class Augmenter:
         if cfg.channel_prob > 0:
             rows = np.flatnonzero(rng.random(num) < cfg.channel_prob)
             if rows.size:
-                gains = random_channel_responses(
-                    rows.size,
-                    length // 2 + 1,
-                    self.sampling_rate,
-                    rng,
-                    cfg.highpass_hz,
-                    cfg.lowpass_hz,
-                    cfg.tilt_db_per_octave,
-                    cfg.eq_bands,
-                    cfg.eq_gain_db,
-                )
+                gains = channel_responses(self._channel_draws(rows.size, rng), length // 2 + 1, self.sampling_rate)
                 out[rows] = apply_responses(out[rows], gains)
         if cfg.codec_prob > 0:
             coded = rng.random(num) < cfg.codec_prob

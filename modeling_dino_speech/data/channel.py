@@ -17,7 +17,15 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["a_law", "apply_responses", "g711", "mu_law", "random_channel_responses"]
+__all__ = [
+    "a_law",
+    "apply_responses",
+    "channel_responses",
+    "draw_channel_parameters",
+    "g711",
+    "mu_law",
+    "random_channel_responses",
+]
 
 _EPS = 1e-10
 _MU = 255.0
@@ -34,6 +42,62 @@ def _edge(freqs: np.ndarray, cutoff: np.ndarray, width: np.ndarray) -> np.ndarra
     return 0.5 - 0.5 * np.cos(np.pi * x)
 
 
+def draw_channel_parameters(
+    num: int,
+    sampling_rate: int,
+    rng: np.random.Generator,
+    highpass_hz: tuple[float, float] = (50.0, 300.0),
+    lowpass_hz: tuple[float, float] = (3000.0, 3900.0),
+    tilt_db_per_octave: tuple[float, float] = (-3.0, 3.0),
+    eq_bands: tuple[int, int] = (0, 3),
+    eq_gain_db: tuple[float, float] = (-8.0, 8.0),
+) -> dict[str, np.ndarray]:
+    """The random draws behind `num` channels, in the order :func:`random_channel_responses` makes them.
+
+    Returns:
+        ``high``, ``low``, ``tilt`` ``(num,)``; ``bands`` ``(num,)`` int; ``centre`` (log2 of kHz), ``width``
+        (octaves) and ``gain`` (dB) ``(num, eq_bands[1])``, the unused bands of a channel zero.
+    """
+    nyquist = 0.5 * sampling_rate
+    high = rng.uniform(*highpass_hz, size=num)
+    low = np.minimum(rng.uniform(*lowpass_hz, size=num), 0.98 * nyquist)
+    tilt = rng.uniform(*tilt_db_per_octave, size=num)
+    bands = rng.integers(eq_bands[0], eq_bands[1] + 1, size=num)
+    most = max(int(eq_bands[1]), 0)
+    centre, width, gain = np.zeros((num, most)), np.zeros((num, most)), np.zeros((num, most))
+    for i in range(num):
+        for b in range(int(bands[i])):
+            centre[i, b] = np.log2(rng.uniform(200.0, min(3500.0, 0.9 * nyquist)) / 1000.0)
+            width[i, b] = rng.uniform(0.3, 1.5)  # octaves
+            gain[i, b] = rng.uniform(*eq_gain_db)
+    return {"high": high, "low": low, "tilt": tilt, "bands": bands, "centre": centre, "width": width, "gain": gain}
+
+
+def channel_responses(params: dict[str, np.ndarray], num_bins: int, sampling_rate: int) -> np.ndarray:
+    """Magnitude responses of the channels :func:`draw_channel_parameters` described, on `num_bins` rfft bins.
+
+    Returns:
+        `(num, num_bins)` float32 linear gains, normalised so that each response has unit mean power over the
+        speech band (300-3000 Hz): the channel colours the voice without changing its level.
+    """
+    high, low, tilt = params["high"], params["low"], params["tilt"]
+    num = len(high)
+    freqs = np.linspace(0.0, 0.5 * sampling_rate, num_bins)
+    octaves = np.log2(np.maximum(freqs, 1.0) / 1000.0)
+    response_db = tilt[:, None] * octaves[None, :]
+    for i in range(num):
+        for b in range(int(params["bands"][i])):
+            centre, width = params["centre"][i, b], params["width"][i, b]
+            response_db[i] += params["gain"][i, b] * np.exp(-0.5 * ((octaves - centre) / (0.5 * width)) ** 2)
+    gains = 10.0 ** (response_db / 20.0)
+    gains *= _edge(freqs, high, np.maximum(0.5 * high, 20.0))
+    gains *= 1.0 - _edge(freqs, low, np.full(num, 400.0))
+    speech = (freqs >= 300.0) & (freqs <= 3000.0)
+    if speech.any():
+        gains /= np.sqrt(np.mean(np.square(gains[:, speech]), axis=1, keepdims=True)) + _EPS
+    return gains.astype(np.float32)
+
+
 def random_channel_responses(
     num: int,
     num_bins: int,
@@ -45,32 +109,16 @@ def random_channel_responses(
     eq_bands: tuple[int, int] = (0, 3),
     eq_gain_db: tuple[float, float] = (-8.0, 8.0),
 ) -> np.ndarray:
-    """Magnitude responses of `num` random channels on the `num_bins` bins of an rfft.
+    """Magnitude responses of `num` random channels on the `num_bins` bins of an rfft
+    (:func:`draw_channel_parameters`, then :func:`channel_responses`).
 
     Returns:
-        `(num, num_bins)` float32 linear gains, normalised so that each response has unit mean power over the
-        speech band (300-3000 Hz): the channel colours the voice without changing its level.
+        `(num, num_bins)` float32 linear gains, unit mean power over the speech band (300-3000 Hz).
     """
-    nyquist = 0.5 * sampling_rate
-    freqs = np.linspace(0.0, nyquist, num_bins)
-    octaves = np.log2(np.maximum(freqs, 1.0) / 1000.0)
-    high = rng.uniform(*highpass_hz, size=num)
-    low = np.minimum(rng.uniform(*lowpass_hz, size=num), 0.98 * nyquist)
-    tilt = rng.uniform(*tilt_db_per_octave, size=num)
-    response_db = tilt[:, None] * octaves[None, :]
-    bands = rng.integers(eq_bands[0], eq_bands[1] + 1, size=num)
-    for i in range(num):
-        for _ in range(int(bands[i])):
-            centre = np.log2(rng.uniform(200.0, min(3500.0, 0.9 * nyquist)) / 1000.0)
-            width = rng.uniform(0.3, 1.5)  # octaves
-            response_db[i] += rng.uniform(*eq_gain_db) * np.exp(-0.5 * ((octaves - centre) / (0.5 * width)) ** 2)
-    gains = 10.0 ** (response_db / 20.0)
-    gains *= _edge(freqs, high, np.maximum(0.5 * high, 20.0))
-    gains *= 1.0 - _edge(freqs, low, np.full(num, 400.0))
-    speech = (freqs >= 300.0) & (freqs <= 3000.0)
-    if speech.any():
-        gains /= np.sqrt(np.mean(np.square(gains[:, speech]), axis=1, keepdims=True)) + _EPS
-    return gains.astype(np.float32)
+    params = draw_channel_parameters(
+        num, sampling_rate, rng, highpass_hz, lowpass_hz, tilt_db_per_octave, eq_bands, eq_gain_db
+    )
+    return channel_responses(params, num_bins, sampling_rate)
 
 
 def apply_responses(waveforms: np.ndarray, gains: np.ndarray) -> np.ndarray:

@@ -16,6 +16,15 @@ The way in is :func:`build_multicrop_dataloader`: map-style with the sampler abo
 ``datasets.IterableDataset`` (:class:`MultiCropIterableDataset` over ``ds.to_iterable_dataset(num_shards)`` +
 ``split_dataset_by_node``, see :func:`streaming_source`) for corpora that should be streamed shard by shard.
 
+With a :class:`.device_augment.DeviceAugmenter` (``data.augment_on: device``) the loader only decodes and crops:
+crops travel as int16 with their augmentation *plans* (:class:`MultiCropRawCollator`), drawn from the same
+per-item generator, and the training device augments and featurises them.
+
+A streaming epoch can be resumed mid-way: items carry the DataLoader worker that made them, the consumer counts
+the rows each worker has delivered (:func:`count_stream_rows`), and a resumed loader replays each worker's
+stream, turning its first rows into cheap placeholders that are dropped (``skip_rows``): the order that
+follows is exactly the uninterrupted one.
+
 Damaged files never crash an epoch with ``on_error="skip"``: the item is dropped from its batch, the path and
 the problem are logged once, and the batch reports how many were dropped (``num_skipped``).
 """
@@ -29,7 +38,7 @@ from typing import Any, Iterator, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
+from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
 from ..utils.checks import above, at_least, check_ranges, one_of
 from .audio import AudioError, is_silent, load_audio, load_segments
@@ -42,8 +51,10 @@ __all__ = [
     "MultiCropConfig",
     "MultiCropDataset",
     "MultiCropIterableDataset",
+    "MultiCropRawCollator",
     "MultiCropper",
     "build_multicrop_dataloader",
+    "count_stream_rows",
     "filter_min_duration",
     "item_rng",
     "streaming_source",
@@ -118,18 +129,28 @@ class MultiCropper:
         config: crop settings.
         augmenter: per-crop augmentation at the same rate, or None for clean crops.
         sampling_rate: the rate of the crops (the model's feature extractor's).
+        raw: leave the augmentation to the training device: crops come out as int16, and with an ``augmenter``
+            (then an :class:`.device_augment.AugmentPlanner`) with their plans, drawn from the same generator.
     """
 
     def __init__(
-        self, config: MultiCropConfig | None = None, augmenter: Augmenter | None = None, *, sampling_rate: int
+        self,
+        config: MultiCropConfig | None = None,
+        augmenter: Augmenter | None = None,
+        *,
+        sampling_rate: int,
+        raw: bool = False,
     ):
         if augmenter is not None and augmenter.sampling_rate != sampling_rate:
             raise ValueError(
                 f"the augmenter works at {augmenter.sampling_rate} Hz but the crops are cut at {sampling_rate} Hz"
             )
+        if raw and augmenter is not None and not hasattr(augmenter, "plan"):
+            raise TypeError("raw crops need an AugmentPlanner (data.device_augment), not an Augmenter")
         self.config = config or MultiCropConfig()
         self.augmenter = augmenter
         self.sampling_rate = int(sampling_rate)
+        self.raw = raw
         self._vad = EnergyVADConfig(threshold_db=self.config.vad_threshold_db) if self.config.vad else None
         self._reported: set[str] = set()  # per process: each bad path is logged once
 
@@ -189,6 +210,22 @@ class MultiCropper:
             if cfg.n_local
             else np.zeros((0, cfg.local_samples(self.sampling_rate)), np.float32)
         )
+        if self.raw:
+            from .device_augment import to_int16
+
+            plans = (None, None)
+            if self.augmenter is not None:
+                plans = (self.augmenter.plan(*views.shape, rng), self.augmenter.plan(*local.shape, rng))
+            return {
+                "index": int(index),
+                "skipped": False,
+                "short": bool(short),
+                "error": None,
+                "global_crops": to_int16(views),
+                "local_crops": to_int16(local),
+                "global_plan": plans[0],
+                "local_plan": plans[1],
+            }
         if self.augmenter is not None:
             views = self.augmenter.augment(views, rng)
             if cfg.n_local:
@@ -268,13 +305,25 @@ class MultiCropIterableDataset(IterableDataset):
     The source is typically :func:`streaming_source` (a sharded ``datasets.IterableDataset``, split across
     processes with ``split_dataset_by_node``; ``datasets`` splits its shards across DataLoader workers).
     Crops depend only on ``(seed, epoch, index)``; the streaming order, by nature, depends on the sharding.
+
+    Every item carries ``stream_worker``, the DataLoader worker that made it (0 without workers). With
+    ``skip_rows`` (rows each worker had delivered, see :func:`count_stream_rows`), worker ``w`` replays its
+    stream and yields its first ``skip_rows[w]`` rows as placeholders (``placeholder`` True, nothing read).
     """
 
-    def __init__(self, source: Any, cropper: MultiCropper, seed: int = 0, epoch: int = 0):
+    def __init__(
+        self,
+        source: Any,
+        cropper: MultiCropper,
+        seed: int = 0,
+        epoch: int = 0,
+        skip_rows: Sequence[int] | None = None,
+    ):
         self.source = source
         self.cropper = cropper
         self.seed = int(seed)
         self.epoch = int(epoch)
+        self.skip_rows = list(skip_rows or [])
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = int(epoch)
@@ -282,8 +331,16 @@ class MultiCropIterableDataset(IterableDataset):
             self.source.set_epoch(epoch)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        for row in self.source:
-            yield self.cropper(row["path"], int(row["index"]), self.seed, self.epoch)
+        info = get_worker_info()
+        worker = info.id if info is not None else 0
+        skip = self.skip_rows[worker] if worker < len(self.skip_rows) else 0
+        for n, row in enumerate(self.source):
+            if n < skip:
+                yield {"index": int(row["index"]), "placeholder": True, "stream_worker": worker}
+                continue
+            item = self.cropper(row["path"], int(row["index"]), self.seed, self.epoch)
+            item["stream_worker"] = worker
+            yield item
 
 
 def streaming_source(
@@ -410,6 +467,8 @@ class MultiCropCollator:
         return features.reshape(count, batch, features.shape[1], features.shape[2]).float()
 
     def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if items and items[0].get("placeholder"):
+            return _placeholder_batch(items)
         cfg, rate = self.config, self.feature_extractor.sampling_rate
         kept = [item for item in items if not item["skipped"]]
         return {
@@ -417,10 +476,82 @@ class MultiCropCollator:
                 [i["global_crops"] for i in kept], cfg.n_global, cfg.global_samples(rate)
             ),
             "local_features": self._features([i["local_crops"] for i in kept], cfg.n_local, cfg.local_samples(rate)),
-            "index": torch.tensor([i["index"] for i in kept], dtype=torch.long),
-            "num_short": sum(1 for i in kept if i["short"]),
-            "num_skipped": len(items) - len(kept),
-            "errors": [i["error"] for i in items if i["skipped"]],
+            **_batch_facts(items, kept),
+        }
+
+
+def _batch_facts(items: Sequence[dict[str, Any]], kept: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    facts = {
+        "index": torch.tensor([i["index"] for i in kept], dtype=torch.long),
+        "num_short": sum(1 for i in kept if i["short"]),
+        "num_skipped": len(items) - len(kept),
+        "errors": [i["error"] for i in items if i["skipped"]],
+    }
+    if items and "stream_worker" in items[0]:
+        facts["stream_worker"] = int(items[0]["stream_worker"])  # a DataLoader batch comes from one worker
+    return facts
+
+
+def _placeholder_batch(items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    if not all(i.get("placeholder") for i in items):
+        raise RuntimeError("streaming resume: a batch mixes replayed and new rows (worker counts changed?)")
+    return {"placeholder": True, "stream_worker": int(items[0]["stream_worker"]), "num_rows": len(items)}
+
+
+def count_stream_rows(rows: list[int], batch: dict[str, Any]) -> list[int]:
+    """Add a consumed streaming batch to the rows each worker has delivered (``rows``, updated and returned);
+    a no-op for map-style batches."""
+    worker = batch.get("stream_worker")
+    if worker is None:
+        return rows
+    rows.extend([0] * (worker + 1 - len(rows)))
+    rows[worker] += len(batch["index"]) + int(batch["num_skipped"])
+    return rows
+
+
+class MultiCropRawCollator:
+    """Batches raw multi-crop items (``MultiCropper(raw=True)``) for a :class:`.device_augment.DeviceAugmenter`.
+
+    Returns (from ``__call__``), with ``B`` the items that were not skipped: ``global_crops``
+    ``(n_global, B, global_samples)`` and ``local_crops`` ``(n_local, B, local_samples)`` int16, their plans
+    ``global_plan`` / ``local_plan`` (dicts of tensors, one row per crop in the same view-major order; None
+    without augmentation), and ``index``, ``num_short``, ``num_skipped``, ``errors`` as :class:`MultiCropCollator`.
+    """
+
+    def __init__(self, config: MultiCropConfig, sampling_rate: int):
+        self.config = config
+        self.sampling_rate = int(sampling_rate)
+
+    def _stack(self, crops: list[np.ndarray], count: int, samples: int) -> torch.Tensor:
+        if count * len(crops) == 0:
+            return torch.zeros(count, len(crops), samples, dtype=torch.int16)
+        stacked = np.stack(crops)
+        if stacked.shape[-1] != samples:
+            raise ValueError(
+                f"crops of {stacked.shape[-1]} samples where {self.sampling_rate} Hz gives {samples}: the crops "
+                "were cut at another rate than the model's"
+            )
+        return torch.from_numpy(np.ascontiguousarray(stacked.transpose(1, 0, 2)))
+
+    @staticmethod
+    def _plans(kept: Sequence[dict[str, Any]], key: str, count: int) -> dict[str, torch.Tensor] | None:
+        from .device_augment import collate_plans
+
+        if not kept or kept[0][key] is None or count == 0:
+            return None
+        return collate_plans([i[key] for i in kept], count)
+
+    def __call__(self, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if items and items[0].get("placeholder"):
+            return _placeholder_batch(items)
+        cfg, rate = self.config, self.sampling_rate
+        kept = [item for item in items if not item["skipped"]]
+        return {
+            "global_crops": self._stack([i["global_crops"] for i in kept], cfg.n_global, cfg.global_samples(rate)),
+            "local_crops": self._stack([i["local_crops"] for i in kept], cfg.n_local, cfg.local_samples(rate)),
+            "global_plan": self._plans(kept, "global_plan", cfg.n_global),
+            "local_plan": self._plans(kept, "local_plan", cfg.n_local),
+            **_batch_facts(items, kept),
         }
 
 
@@ -460,6 +591,8 @@ def build_multicrop_dataloader(
     drop_last: bool = True,
     pin_memory: bool = False,
     babble_pool: Sequence[str] | None = None,
+    device_augmenter: Any = None,
+    skip_rows: Sequence[int] | None = None,
 ) -> DataLoader:
     """The training loader: multi-crop, augmented, featurised batches (see :class:`MultiCropCollator`), at the
     rate of ``feature_extractor``.
@@ -476,6 +609,11 @@ def build_multicrop_dataloader(
         batch_size: utterances per batch per process.
         seed, epoch, start_batch: what to produce (see :class:`MultiCropBatchSampler`).
         babble_pool: utterances for the babble fallback; default: the training pool itself.
+        device_augmenter: a :class:`.device_augment.DeviceAugmenter` for ``aug_cfg`` (``data.augment_on:
+            device``): the loader then yields raw crops and plans (:class:`MultiCropRawCollator`) that it turns
+            into features on the training device; ``None``: augmented features from the loader.
+        skip_rows: streaming only: rows each worker had delivered in this epoch before a resume
+            (:func:`count_stream_rows`); they are replayed as placeholder batches for the caller to drop.
 
     Returns:
         a ``DataLoader`` (``len`` = batches left in the epoch for this process, map-style). A
@@ -485,28 +623,40 @@ def build_multicrop_dataloader(
     crop_cfg = crop_cfg or MultiCropConfig()
     rate = int(feature_extractor.sampling_rate)
     streaming = _is_streaming(dataset)
+    raw = device_augmenter is not None
+    if raw and (device_augmenter.config is None) != (aug_cfg is None):
+        raise ValueError("the device augmenter's augmentation settings are not the loader's (aug_cfg)")
+    if skip_rows and not streaming:
+        raise ValueError("skip_rows is for streaming datasets; map-style loaders resume at start_batch")
     loader_kwargs = dict(
         num_workers=num_workers,
-        collate_fn=MultiCropCollator(crop_cfg, feature_extractor),
+        collate_fn=MultiCropRawCollator(crop_cfg, rate) if raw else MultiCropCollator(crop_cfg, feature_extractor),
         pin_memory=pin_memory,
         persistent_workers=False,
         prefetch_factor=4 if num_workers else None,
         worker_init_fn=_ignore_interrupts if num_workers else None,
     )
+
+    def make_augmenter(pool: Sequence[str] | None) -> Any:
+        if raw:
+            return device_augmenter.planner(pool)
+        return Augmenter(aug_cfg, babble_pool=pool, sampling_rate=rate) if aug_cfg is not None else None
+
     if streaming:
         if start_batch:
-            raise ValueError("start_batch is not supported for streaming datasets; use a map-style datasets.Dataset")
-        augmenter = Augmenter(aug_cfg, babble_pool=babble_pool, sampling_rate=rate) if aug_cfg is not None else None
-        items = MultiCropIterableDataset(dataset, MultiCropper(crop_cfg, augmenter, sampling_rate=rate), seed, epoch)
+            raise ValueError(
+                "start_batch is not supported for streaming datasets (they resume with skip_rows); use a "
+                "map-style datasets.Dataset"
+            )
+        cropper = MultiCropper(crop_cfg, make_augmenter(babble_pool), sampling_rate=rate, raw=raw)
+        items = MultiCropIterableDataset(dataset, cropper, seed, epoch, skip_rows=skip_rows)
         items.set_epoch(epoch)
         return DataLoader(items, batch_size=batch_size, drop_last=drop_last, **loader_kwargs)
 
     dataset = filter_min_duration(dataset, crop_cfg.min_duration)
     paths = _paths(dataset)
-    augmenter = (
-        Augmenter(aug_cfg, babble_pool=babble_pool or paths, sampling_rate=rate) if aug_cfg is not None else None
-    )
-    items = MultiCropDataset(paths, MultiCropper(crop_cfg, augmenter, sampling_rate=rate), seed, epoch)
+    cropper = MultiCropper(crop_cfg, make_augmenter(babble_pool or paths), sampling_rate=rate, raw=raw)
+    items = MultiCropDataset(paths, cropper, seed, epoch)
     sampler = MultiCropBatchSampler(
         len(items), batch_size, seed, epoch, start_batch, num_replicas, rank, drop_last, shuffle=True
     )

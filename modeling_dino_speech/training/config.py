@@ -25,7 +25,7 @@ T = TypeVar("T")
 RUN_RULES = {
     "seed": at_least(0, integer=True),
     "mixed_precision": one_of("auto", "no", "fp16", "bf16", "fp8"),
-    "num_threads": at_least(0, integer=True),
+    "num_threads": at_least(0, integer=True).or_value("auto", "threads follow the machine's load"),
     "log_every": at_least(1, integer=True),
 }
 
@@ -46,6 +46,9 @@ class DataConfig:
     crops: MultiCropConfig = field(default_factory=MultiCropConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     augmentation: bool = True
+    augment_on: str = "cpu"
+    """`cpu`: the DataLoader workers augment and compute the features; `device`: they only decode and crop, and
+    the training device augments (same distributions, see `data.device_augment`) and computes the features."""
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -54,6 +57,7 @@ class DataConfig:
                 "corpus": one_of("manifest", "folder", "voxceleb"),
                 "batch_size": at_least(1, integer=True),
                 "num_workers": at_least(0, integer=True),
+                "augment_on": one_of("cpu", "device"),
             },
         )
 
@@ -201,8 +205,12 @@ class DinoTrainConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     mixed_precision: str = "auto"
     """`auto` (bf16 on a GPU that supports it, else fp16 on GPU, none on CPU), `no`, `fp16`, `bf16`."""
-    num_threads: int = 0
-    """torch intra-op threads per process (0: leave torch's default)."""
+    num_threads: Union[int, str] = 0
+    """torch intra-op threads per process (0: leave torch's default; `auto`: the cores the rest of the machine
+    leaves free, re-evaluated during training, see `training.threads`)."""
+    sync_batchnorm: bool = False
+    """Synchronise BatchNorm statistics across GPU processes (student and teacher), as DINO does; a no-op with
+    one process, refused on CPU processes."""
     log_every: int = 10
     save_every: int = 200
     """Checkpoint every this many steps (0: only at the end, or when stopped)."""

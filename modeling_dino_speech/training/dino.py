@@ -33,6 +33,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from ..configuration_dino_speech import DinoSpeechConfig
+from ..data.multicrop import count_stream_rows
 from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
 from ..losses import DINOLoss, KoLeoLoss
 from ..modeling_dino_speech import DinoSpeechForPreTraining
@@ -44,6 +45,7 @@ from .lock import OutputDirLock, on_main_process
 from .monitor import CollapseMonitor, dino_statistics
 from .schedules import DinoSchedules
 from .setup import Evaluator, begin_run, build_training_dataset, open_run
+from .threads import current_governor
 
 __all__ = [
     "DinoRun",
@@ -53,6 +55,7 @@ __all__ = [
     "ema_update",
     "freeze_batchnorm_statistics",
     "param_groups",
+    "sync_batchnorm",
     "train_dino",
 ]
 
@@ -90,6 +93,10 @@ class TrainState:
     batch_in_epoch: int = 0
     num_short: int = 0
     num_skipped: int = 0
+    stream_epoch: int = -1
+    """Streaming only: the epoch `stream_rows` counts in."""
+    stream_rows: List[int] = field(default_factory=list)
+    """Streaming only: rows each DataLoader worker has delivered in `stream_epoch` (the position a resume skips to)."""
 
 
 def views(features: torch.Tensor) -> torch.Tensor:
@@ -254,6 +261,10 @@ class DinoRun:
     total_steps: int = 0
     schedules: Optional[DinoSchedules] = None
     state: TrainState = field(default_factory=TrainState)
+    device_augmenter: Optional[Any] = None
+    """`data.augment_on: device`: the `DeviceAugmenter` that turns the loader's raw crops into features."""
+    threads: Optional[Any] = None
+    """`num_threads: auto`: the `ThreadGovernor` that re-evaluates the thread count during training."""
 
     @property
     def output_dir(self) -> Path:
@@ -264,9 +275,18 @@ class DinoRun:
         from ..data.multicrop import build_multicrop_dataloader, streaming_source
 
         data, world, rank = self.cfg.data, self.accelerator.num_processes, self.accelerator.process_index
-        source = self.dataset
+        source, skip_rows, replayed = self.dataset, None, 0
         if data.streaming:
-            # Streams cannot seek: a resumed epoch restarts its stream (documented in the README).
+            # Streams cannot seek: a resumed epoch replays each worker's stream up to the rows it had delivered
+            # (placeholders, nothing read), so the order that follows is the uninterrupted one.
+            state = self.state
+            if start_batch and state.stream_epoch == epoch and 0 < len(state.stream_rows) <= max(1, data.num_workers):
+                skip_rows, replayed = list(state.stream_rows), start_batch
+            elif start_batch:
+                self.accelerator.print(
+                    "streaming: the checkpoint has no stream position for this epoch and these workers: "
+                    "the epoch restarts"
+                )
             source = streaming_source(
                 self.dataset,
                 num_shards=max(8, world * max(data.num_workers, 1)),
@@ -275,7 +295,7 @@ class DinoRun:
                 seed=self.cfg.seed + epoch,
             )
             start_batch = 0
-        return build_multicrop_dataloader(
+        loader = build_multicrop_dataloader(
             source,
             data.crops,
             data.augment if data.augmentation else None,
@@ -288,7 +308,11 @@ class DinoRun:
             num_replicas=world,
             rank=rank,
             drop_last=True,
+            pin_memory=self.device_augmenter is not None and self.accelerator.device.type == "cuda",
+            device_augmenter=self.device_augmenter,
+            skip_rows=skip_rows,
         )
+        return _drop_replayed(loader, replayed) if data.streaming else loader
 
     def steps_per_epoch(self) -> int:
         world = self.accelerator.num_processes
@@ -297,6 +321,32 @@ class DinoRun:
         else:
             batches = len(self.loader(0, 0))
         return batches // self.cfg.optim.grad_accum
+
+
+def _drop_replayed(loader, expected: int):
+    """A resumed streaming loader without the placeholder batches that replay the rows already trained on."""
+    dropped = 0
+    for batch in loader:
+        if batch.get("placeholder"):
+            dropped += 1
+            continue
+        if dropped != expected:
+            raise RuntimeError(f"streaming resume: replayed {dropped} batches where {expected} were trained on")
+        yield batch
+
+
+def sync_batchnorm(module: nn.Module, accelerator: Any) -> nn.Module:
+    """`sync_batchnorm: true`: BatchNorm layers that average their batch statistics over all processes (GPU
+    only; with one process there is nothing to synchronise and `module` is returned as it is)."""
+    if accelerator.num_processes == 1:
+        accelerator.print("sync_batchnorm: one process, nothing to synchronise: BatchNorm left as it is")
+        return module
+    if accelerator.device.type == "cpu":
+        raise ValueError(
+            f"sync_batchnorm: torch's SyncBatchNorm runs on GPUs only, and these {accelerator.num_processes} "
+            "processes are on CPU: set sync_batchnorm: false"
+        )
+    return nn.SyncBatchNorm.convert_sync_batchnorm(module)
 
 
 def micro_batch_size(cfg: DinoTrainConfig, num_processes: int) -> int:
@@ -362,6 +412,8 @@ def _build(cfg: DinoTrainConfig, accelerator, config: DinoSpeechConfig) -> DinoR
     micro_batch = micro_batch_size(cfg, accelerator.num_processes)
     feature_extractor = DinoSpeechFeatureExtractor.from_model_config(config)
     student = MultiCropWrapper(DinoSpeechForPreTraining(config))
+    if cfg.sync_batchnorm:  # before the copy: the teacher's batch statistics are synchronised too, as in DINO
+        student = sync_batchnorm(student, accelerator)
     teacher = copy.deepcopy(student)
     teacher.requires_grad_(False)
     freeze_batchnorm_statistics(teacher)
@@ -386,7 +438,14 @@ def _build(cfg: DinoTrainConfig, accelerator, config: DinoSpeechConfig) -> DinoR
         micro_batch=micro_batch,
         monitor=CollapseMonitor.from_config(cfg.monitor),
         koleo=KoLeoLoss() if cfg.dino.koleo_weight > 0 else None,
+        threads=current_governor(),
     )
+    if cfg.data.augment_on == "device":
+        from ..data.device_augment import DeviceAugmenter
+
+        run.device_augmenter = DeviceAugmenter(
+            cfg.data.augment if cfg.data.augmentation else None, feature_extractor, accelerator.device
+        )
     steps_per_epoch = run.steps_per_epoch()
     if steps_per_epoch == 0:
         raise ValueError(
@@ -458,16 +517,26 @@ class StepOutput:
 
 def crops_of(run: DinoRun, batch: Mapping[str, Any]) -> Optional[Tuple[torch.Tensor, List[torch.Tensor]]]:
     """The teacher's and the student's crops of a micro-batch on the device (counting its short and skipped
-    utterances), or None for a batch whose every file was unreadable."""
+    utterances, and for a stream the rows each worker delivered), or None for a batch whose every file was
+    unreadable. Raw crops (`data.augment_on: device`) are augmented and featurised here, on the device."""
     state = run.state
+    if run.threads is not None:
+        run.threads.maybe_update()
     state.num_short += int(batch.get("num_short", 0))
     state.num_skipped += int(batch.get("num_skipped", 0))
-    if batch["global_features"].shape[1] == 0:
+    if "stream_worker" in batch:
+        if state.stream_epoch != state.epoch:
+            state.stream_epoch, state.stream_rows = state.epoch, []
+        count_stream_rows(state.stream_rows, batch)
+    raw = "global_crops" in batch
+    if batch["global_crops" if raw else "global_features"].shape[1] == 0:
         # already reported by the loader; with several processes the others would wait for this one
         if run.accelerator.num_processes > 1:
             raise RuntimeError("a whole batch of unreadable files on one process: clean the manifest")
         state.batch_in_epoch += 1
         return None
+    if raw:
+        batch = run.device_augmenter(batch)
     device = run.accelerator.device
     global_crops = views(batch["global_features"]).to(device, non_blocking=True)
     local = batch.get("local_features")

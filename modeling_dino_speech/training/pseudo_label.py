@@ -24,7 +24,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -93,6 +93,7 @@ _NOT_FOR_PSEUDO_LABELS = {
     "crops.global_seconds": "the crop length is supervised.crop_seconds",
     "crops.n_local": "the AAM-softmax training has no local crops",
     "crops.local_seconds": "the AAM-softmax training has no local crops",
+    "augment_on": "the AAM-softmax training augments in the DataLoader workers",
 }
 
 
@@ -138,7 +139,8 @@ class PseudoLabelConfig:
     export: ExportConfig = field(default_factory=ExportConfig)
     """Each round's `final/` model, e.g. with an embedding whitening estimated on the pool."""
     mixed_precision: str = "auto"
-    num_threads: int = 0
+    num_threads: Union[int, str] = 0
+    """torch intra-op threads (0: torch's default; `auto`: measured once at the start, see `training.threads`)."""
     log_every: int = 20
 
     def __post_init__(self) -> None:

@@ -5,7 +5,7 @@ training pool, and the hook through which they reach evaluation."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Protocol, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Mapping, Optional, Protocol, Tuple, Union
 
 import torch
 import yaml
@@ -14,6 +14,7 @@ from torch import nn
 from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
 from .config import DataConfig, save_config, to_dict
 from .lock import OutputDirLock, on_main_process
+from .threads import apply_num_threads
 
 if TYPE_CHECKING:
     from accelerate import Accelerator
@@ -41,7 +42,7 @@ class RunSettings(Protocol):
     output_dir: str
     seed: int
     mixed_precision: str
-    num_threads: int
+    num_threads: Union[int, str]
 
 
 def resolve_mixed_precision(choice: str) -> str:
@@ -74,8 +75,7 @@ def open_run(cfg: RunSettings, command: Optional[str] = None) -> Tuple[Accelerat
     from accelerate import Accelerator
     from accelerate.utils import ProjectConfiguration
 
-    if cfg.num_threads:
-        torch.set_num_threads(cfg.num_threads)
+    apply_num_threads(cfg.num_threads)  # an int, 0 (torch's default) or "auto" (training.threads)
     output_dir = Path(cfg.output_dir)
     accelerator = Accelerator(
         mixed_precision=resolve_mixed_precision(cfg.mixed_precision),

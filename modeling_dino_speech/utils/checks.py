@@ -63,6 +63,15 @@ class Rule:
     def or_null(self, meaning: str = "") -> Rule:
         return Rule(self.test, f"{self.allowed} or null{f' ({meaning})' if meaning else ''}", nullable=True)
 
+    def or_value(self, choice: str, meaning: str = "") -> Rule:
+        """This rule, or exactly the word `choice` (`num_threads: auto`)."""
+        test = self.test
+        return Rule(
+            lambda v: v == choice or test(v),
+            f"{self.allowed} or {choice!r}{f' ({meaning})' if meaning else ''}",
+            self.nullable,
+        )
+
 
 def at_least(low: float, integer: bool = False) -> Rule:
     kind = "an integer" if integer else "a number"
