@@ -57,6 +57,8 @@ KNOWN_DATASETS: Dict[str, Tuple[str, str]] = {
     "trials_real": ("dino-speech-demo", "demo: real voices"),
     "trials_real_crosslang": ("dino-speech-demo", "demo: real voices, cross-language"),
     "trials_synth": ("dino-speech-demo", "demo: held-out synthetic voices"),
+    "trials_real_new": ("dino-speech-demo", "demo: held-out real voices"),
+    "trials_mixed": ("dino-speech-demo", "demo: held-out real + synthetic voices"),
     "iemocap": ("iemocap", "IEMOCAP"),
     "crema_d": ("crema-d", "CREMA-D"),
     "msp_podcast": ("msp-podcast", "MSP-Podcast"),
@@ -186,6 +188,12 @@ def _number(metrics: Mapping, key: str, spec: str) -> str:
     return "" if value is None else format(value, spec)
 
 
+def eer_cell(metrics: Mapping) -> str:
+    """The EER in percent, with its bootstrap interval where one was measured (`12.30 [9.8, 15.1]`)."""
+    low_high = metrics.get("eer_ci95")
+    return f"{metrics['eer']:.2f}" + (f" [{low_high[0]:.1f}, {low_high[1]:.1f}]" if low_high else "")
+
+
 def results_markdown(results: Mapping) -> str:
     """The card's results section: one table for verification (a row per trial list, with the EER threshold),
     one for emotion recognition."""
@@ -200,7 +208,7 @@ def results_markdown(results: Mapping) -> str:
             label = _dataset(name)[1]
             trials = _number(m, "num_trials", ",")
             rows.append(
-                f"| {label} | {trials} | {m['eer']:.2f} | {_number(m, 'min_dcf_0.01', '.4f')} | "
+                f"| {label} | {trials} | {eer_cell(m)} | {_number(m, 'min_dcf_0.01', '.4f')} | "
                 f"{_number(m, 'min_dcf_0.05', '.4f')} | {_number(m, 'eer_threshold', '.4f')} |"
             )
             if "as_norm" in m:
@@ -210,7 +218,12 @@ def results_markdown(results: Mapping) -> str:
                     f"{a['eer']:.2f} | {a['min_dcf_0.01']:.4f} | {a['min_dcf_0.05']:.4f} | "
                     f"{_number(a, 'eer_threshold', '.4f')} |"
                 )
-        parts.append("Speaker verification (cosine scoring):\n\n" + "\n".join(rows))
+        note = (
+            " EER in brackets: 95% interval of a bootstrap over the list's speakers."
+            if any("eer_ci95" in m for m in verification.values())
+            else ""
+        )
+        parts.append(f"Speaker verification (cosine scoring).{note}\n\n" + "\n".join(rows))
     emotion = results.get("emotion_recognition", {})
     if emotion:
         rows = [
@@ -288,7 +301,7 @@ def results_table(systems: Mapping[str, Mapping]) -> str:
     for system, results in systems.items():
         sv, er = results.get("speaker_verification", {}), results.get("emotion_recognition", {})
         cells = [system]
-        cells += [f"{sv[n]['eer']:.2f}" if n in sv else "" for n in lists]
+        cells += [eer_cell(sv[n]) if n in sv else "" for n in lists]
         cells += [f"{sv[n]['min_dcf_0.01']:.4f}" if n in sv else "" for n in lists]
         cells += [f"{er[n]['micro_f1']:.2f}" if n in er else "" for n in corpora]
         rows.append("| " + " | ".join(cells) + " |")

@@ -5,11 +5,12 @@ full length (no padding) -- and returns ``embeddings`` ``(batch, embedding_size)
 normalisation, the network and any embedding whitening are all in it, so a runtime needs nothing but
 onnxruntime (resample to the model's rate and average channels first). Batch size and length are dynamic.
 
-The fbank is computed in a form that exports to plain ONNX operators: frames cut with strided slices, the DFT
-of the used frequency bins as a matrix product (no FFT operator), then the same mel filters and normalisation as
-``DinoSpeechFeatureExtractor``; it matches the feature extractor to float32 rounding. After export the ONNX
-model is run with onnxruntime on a test signal (``--check-audio`` adds real recordings) and its embeddings are
-compared with PyTorch's; the export fails if a cosine falls below 0.9999.
+The fbank is computed in a form that exports to plain ONNX operators: frames cut with ``unfold`` (strided
+slices would do too, but torch 2.11's exporter loses their length), the DFT of the used frequency bins as a
+matrix product (no FFT operator), then the same mel filters and normalisation as ``DinoSpeechFeatureExtractor``;
+it matches the feature extractor to float32 rounding. After export the ONNX model is run with onnxruntime on a
+test signal (``--check-audio`` adds real recordings) and its embeddings are compared with PyTorch's; the export
+fails if a cosine falls below 0.9999.
 
 Needs the ``onnx`` extra (``pip install "dino-speech[onnx]"``: onnx, onnxscript, onnxruntime). The graph holds
 every frame of the input at once: embed long recordings in windows (see ``dino-speech embed --window``).
@@ -46,7 +47,6 @@ class KaldiFbank(nn.Module):
         fe = feature_extractor
         self.feature_extractor = fe
         self.win_length, self.hop_length = fe.win_length, fe.hop_length
-        self.block = math.gcd(self.win_length, self.hop_length)
         banks = torch.from_numpy(
             kaldi_mel_filter_bank(fe.feature_size, fe.n_fft, fe.sampling_rate, fe.low_freq, fe.high_freq)
         )
@@ -63,12 +63,9 @@ class KaldiFbank(nn.Module):
         self.register_buffer("banks", banks[first:end].float(), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        block, taps, step = self.block, self.win_length // self.block, self.hop_length // self.block
         frames_count = (waveform.shape[1] - self.win_length) // self.hop_length + 1
         centred = waveform - waveform.mean(dim=1, keepdim=True)
-        # Frame t is blocks step*t .. step*t + taps - 1 of gcd(window, hop) samples: taps strided slices.
-        blocks = centred[:, : (step * (frames_count - 1) + taps) * block].reshape(waveform.shape[0], -1, block)
-        frames = torch.cat([blocks[:, k : k + step * (frames_count - 1) + 1 : step] for k in range(taps)], dim=-1)
+        frames = centred.unfold(1, self.win_length, self.hop_length)
         frames = frames - frames.mean(dim=-1, keepdim=True)
         previous = torch.cat([frames[..., :1], frames[..., :-1]], dim=-1)
         frames = frames - _PREEMPHASIS * previous

@@ -32,10 +32,11 @@ import sys
 import time
 import warnings
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
+from modeling_dino_speech.metrics.bootstrap import eer_interval
 from modeling_dino_speech.metrics.detection_error_tradeoff import DetectionCurve, detection_curve
 from modeling_dino_speech.scoring import as_norm, cohort_statistics, cosine_scores
 
@@ -155,6 +156,8 @@ def verify_lists(
     seed: int = 0,
     return_curves: bool = False,
     trust_remote_code: bool = False,
+    speaker_of: Optional[Callable[[str], str]] = None,
+    interval_replicates: int = 1000,
 ) -> Dict[str, Any]:
     """Evaluate a model on several trial lists at once, embedding each distinct file once.
 
@@ -171,6 +174,11 @@ def verify_lists(
         out: ``results.json`` to write, with ``<stem>_det.png`` and ``<stem>_scores_<list>.png`` beside it.
         return_curves: also return ``{"curves": {list name: DetectionCurve}}`` (to plot several systems).
         trust_remote_code: let a checkpoint folder of a model type unknown here run its own code.
+        speaker_of: the speaker of a trial's audio file (given its path under the audio root). Given, each
+            list's EER gets a 95% speaker-bootstrap interval (``eer_ci95``, ``metrics.bootstrap``): how another
+            set of as many similar speakers would score, which a list of a few dozen speakers needs beside its
+            point EER.
+        interval_replicates: bootstrap draws of that interval.
 
     Returns:
         ``{"model": str, "speaker_verification": {list name: metrics}, "plots": {...}}`` where metrics has
@@ -237,6 +245,20 @@ def verify_lists(
             "num_files": len(set(enroll) | set(test)) - len(bad),
             "trials": path,
         }
+        if speaker_of is not None:
+            kept_enroll, kept_test = [files[i] for i in enroll_index], [files[i] for i in test_index]
+            entry["eer_ci95"] = list(
+                eer_interval(
+                    scores,
+                    labels,
+                    [speaker_of(f) for f in kept_enroll],
+                    [speaker_of(f) for f in kept_test],
+                    replicates=interval_replicates,
+                    seed=seed,
+                )
+            )
+            entry["eer_ci_over"] = "speakers"
+            entry["num_speakers"] = len({speaker_of(f) for f in (*kept_enroll, *kept_test)})
         if bad:
             entry["num_trials_skipped"] = len(enroll) - int(labels.shape[0])
             entry["skipped_files"] = {f: skipped[f] for f in sorted(bad)}

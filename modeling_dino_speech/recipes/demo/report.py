@@ -3,8 +3,10 @@
     dino-speech demo-report --data data/demo --runs runs/demo
 
 Systems: the DINO export, each pseudo-label round, the same network at random init, and fbank statistics.
-Tasks: speaker verification on the real-voice, cross-language (Allison en vs es) and held-out synthetic
-trials; the prosody-style emotion stand-in. Writes `<runs>/eval/<system>/...` (results JSON and plots),
+Tasks: speaker verification on the held-out real voices (the headline: speakers and recordings no demo model
+trained on), on those mixed with the held-out synthetic voices, on the held-out synthetic voices alone, on the
+four Asterisk voices and across languages (Allison en vs es); the prosody-style emotion stand-in. Every EER comes
+with a 95% interval of a bootstrap over the list's speakers. Writes `<runs>/eval/<system>/...` (results JSON and plots),
 `<runs>/report.md` with the tables and figures, and fills the model cards of the exported checkpoints.
 """
 
@@ -17,7 +19,25 @@ import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence
 
-TRIAL_LISTS = ("trials_real.txt", "trials_real_crosslang.txt", "trials_synth.txt")
+TRIAL_LISTS = (
+    "trials_real_new.txt",
+    "trials_mixed.txt",
+    "trials_synth.txt",
+    "trials_real.txt",
+    "trials_real_crosslang.txt",
+)
+
+#: Held-out manifests drawn as t-SNE maps of the DINO embeddings.
+TSNE_SETS = (
+    ("heldout_real_new.csv", "held-out real voices"),
+    ("heldout_synth.csv", "held-out synthetic voices"),
+    ("heldout_real.csv", "Asterisk voices"),
+)
+
+
+def speaker_of(path: str) -> str:
+    """The demo corpus keeps each voice in its own folder (`wav/<kind>/<voice>/<utterance>.wav`)."""
+    return Path(path).parent.name
 
 
 def _slug(name: str) -> str:
@@ -52,13 +72,17 @@ def _pseudo_label_table(runs: Path) -> List[str]:
             continue
         cells = [str(r["round"]), str(r["clusters"]), f"{100 * r['kept_fraction']:.1f}"]
         cells += [f"{r[k]:.3f}" if isinstance(r.get(k), (int, float)) else "–" for k in ("purity", "nmi", "ari")]
-        cells.append(f"{r['eer']:.2f}" if isinstance(r.get("eer"), (int, float)) else "–")
+        cells += [
+            f"{r[k]:.3f}" if isinstance(r.get(k), (int, float)) else "–"
+            for k in ("real_purity", "real_nmi", "synthetic_purity", "synthetic_nmi")
+        ]
         rows.append("| " + " | ".join(cells) + " |")
     if not rows:
         return []
     return [
-        "| round | clusters | kept (%) | purity | NMI | ARI | synthetic EER (%) |",
-        "|---:|---:|---:|---:|---:|---:|---:|",
+        "| round | clusters | kept (%) | purity | NMI | ARI | real: purity | real: NMI | synthetic: purity | "
+        "synthetic: NMI |",
+        "|---:" * 10 + "|",
         *rows,
     ]
 
@@ -67,7 +91,7 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
     from modeling_dino_speech.evaluation.emotion import evaluate_emotion
     from modeling_dino_speech.evaluation.plots import plot_det, plot_training_curves, plot_tsne
     from modeling_dino_speech.evaluation.verification import verify_lists
-    from modeling_dino_speech.model_card import merge_results, results_table, write_model_card
+    from modeling_dino_speech.model_card import merge_results, results_table, training_markdown, write_model_card
 
     started = time.perf_counter()
     out = runs / "eval"
@@ -82,7 +106,14 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         folder = out / _slug(name)
         print(f"== {name}: {spec}")
         verification = verify_lists(
-            spec, trials, data, device=device, progress=progress, out=folder / "verification.json", return_curves=True
+            spec,
+            trials,
+            data,
+            device=device,
+            progress=progress,
+            out=folder / "verification.json",
+            return_curves=True,
+            speaker_of=speaker_of,
         )
         for list_name, curve in verification.pop("curves").items():
             curves.setdefault(list_name, {})[name] = curve
@@ -117,10 +148,7 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         from modeling_dino_speech.inference import embed_files, load_model
 
         model, fe = load_model(systems["DINO (no labels)"], device=device)
-        for csv_name, title in (
-            ("heldout_synth.csv", "held-out synthetic voices"),
-            ("heldout_real.csv", "real voices"),
-        ):
+        for csv_name, title in TSNE_SETS:
             if not (data / csv_name).exists():
                 continue
             table = load_manifest(data / csv_name)
@@ -146,10 +174,13 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         "",
         f"Corpus: `{data}` ({json.dumps(corpus.get('counts', {}))}).",
         "",
-        "Speaker verification (cosine scoring; EER in %, minDCF at p_target 0.01) and the prosody-style emotion",
-        "stand-in (micro-F1 in %, logistic regression on frozen embeddings, split by voice). Lists: `real` = the",
-        "four Asterisk voices (speaker confounded with language/studio), `crosslang` = Allison Smith en vs es",
-        "(same speaker, two languages) against the other voices, `synth` = held-out synthetic voices.",
+        "Speaker verification (cosine scoring; EER in %, in brackets its 95% interval from a bootstrap over the",
+        "list's speakers; minDCF at p_target 0.01) and the prosody-style emotion stand-in (micro-F1 in %, logistic",
+        "regression on frozen embeddings, split by voice). Lists: *held-out real voices* = recorded speakers of",
+        "Debian packages that no demo model trained on (all pairs); *real + synthetic* = those and the held-out",
+        "synthetic voices in one list; *synthetic* = held-out espeak-ng/flite voices; *real voices* = the four",
+        "Asterisk voices (speaker confounded with language and studio); *cross-language* = Allison Smith en vs es",
+        "against the other Asterisk voices. The corpus's README.md says where every voice comes from.",
         "",
         results_table(results),
         "",
@@ -165,7 +196,7 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
             "",
         ]
     if dino_summary:
-        lines += ["## DINO training", "", "```json", json.dumps(dino_summary, indent=1), "```", ""]
+        lines += ["## DINO training", "", training_markdown(dino_summary), ""]
     lines += [
         "## Figures",
         "",
