@@ -35,11 +35,11 @@ corpus: venv sysdeps
 # Each step resumes or reuses what an interrupted earlier run left (Ctrl-C leaves checkpoints).
 demo: corpus
 	$(PY) train.py dino --config configs/demo.yaml --resume data.train=$(DEMO_DATA)/train.csv \
-		data.augment.musan_root=$(DEMO_DATA)/musan_standin eval.trials=$(DEMO_DATA)/trials_synth.txt \
+		data.augment.musan_root=$(DEMO_DATA)/musan_standin eval.trials=$(DEMO_DATA)/trials_real_new.txt \
 		eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/dino seed=$(SEED)
 	$(PY) train.py pseudo-label --config configs/pseudo_label_demo.yaml --resume --init $(DEMO_RUN)/dino/final \
 		data.train=$(DEMO_DATA)/train.csv data.augment.musan_root=$(DEMO_DATA)/musan_standin \
-		eval.trials=$(DEMO_DATA)/trials_synth.txt eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/pseudo_label seed=$(SEED)
+		eval.trials=$(DEMO_DATA)/trials_real_new.txt eval.audio_root=$(DEMO_DATA) output_dir=$(DEMO_RUN)/pseudo_label seed=$(SEED)
 	$(VENV)/bin/dino-speech demo-report --data $(DEMO_DATA) --runs $(DEMO_RUN)
 
 # pytest exits 5 when it collects no test: not a failure of the suite.
