@@ -1,6 +1,7 @@
 """The demo's whole chain on the quick demo corpus: DINO -> pseudo-labels -> evaluation report, with the same
 commands `make demo` runs (only fewer steps)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -92,6 +93,13 @@ def test_demo_chain_on_the_quick_corpus(tmp_path):
     ):
         assert f"| {system} |" in report, system
     assert "## Pseudo-label rounds" in report
+    assert "```json" not in report  # tables a person reads, no raw JSON
+    # Every EER carries its speaker-bootstrap interval, and the interval holds the point EER.
+    verification = json.loads((runs / "eval" / "dino_no_labels" / "verification.json").read_text())
+    for name, m in verification["speaker_verification"].items():
+        low, high = m["eer_ci95"]
+        assert low <= m["eer"] <= high and high > low, (name, m["eer"], low, high)
+        assert m["eer_ci_over"] == "speakers" and m["num_speakers"] >= 2
     images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(images) >= 5
     for image in images:

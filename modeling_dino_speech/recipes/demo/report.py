@@ -87,6 +87,19 @@ def _pseudo_label_table(runs: Path) -> List[str]:
     ]
 
 
+def corpus_table(counts: Dict[str, dict]) -> str:
+    """The corpus's parts (`corpus.json` counts) as a table: files, speakers, minutes; trial lists: trials."""
+    rows = ["| part | files | speakers | minutes | target / non-target trials |", "|---|---:|---:|---:|---:|"]
+    for part, c in counts.items():
+        if part == "trials" and isinstance(c, dict):
+            rows += [f"| {name} | | | | {t['target']:,} / {t['nontarget']:,} |" for name, t in c.items()]
+        elif isinstance(c, dict):
+            minutes = f"{c['seconds'] / 60:.0f}" if "seconds" in c else ""
+            files = f"{c['files']:,}" if "files" in c else ""
+            rows.append(f"| {part} | {files} | {c.get('speakers', '')} | {minutes} | |")
+    return "\n".join(rows)
+
+
 def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = True) -> Path:
     from modeling_dino_speech.evaluation.emotion import evaluate_emotion
     from modeling_dino_speech.evaluation.plots import plot_det, plot_training_curves, plot_tsne
@@ -172,7 +185,9 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
     lines = [
         "# dino-speech demo report",
         "",
-        f"Corpus: `{data}` ({json.dumps(corpus.get('counts', {}))}).",
+        f"Corpus: `{data}`.",
+        "",
+        corpus_table(corpus.get("counts", {})),
         "",
         "Speaker verification (cosine scoring; EER in %, in brackets its 95% interval from a bootstrap over the",
         "list's speakers; minDCF at p_target 0.01) and the prosody-style emotion stand-in (micro-F1 in %, logistic",
