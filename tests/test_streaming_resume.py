@@ -147,6 +147,10 @@ def test_training_resumed_mid_stream_equals_the_uninterrupted_run(tmp_path):
     saved = json.loads(state_file.read_text())
     saved["train_state"].pop("stream_rows")
     saved["train_state"].pop("stream_epoch")
+    # as a version without stream positions would have written it: resealed, so the digest check accepts it
+    from modeling_dino_speech.training.checkpoint import DIGEST_KEY, _content_digest
+
+    saved[DIGEST_KEY] = _content_digest(saved)
     state_file.write_text(json.dumps(saved))
     assert "the epoch restarts" in _train(manifest, restarted, ["--resume"])
     c = _teacher(restarted)
