@@ -283,27 +283,40 @@ def threshold_markdown(calibration: Optional[Mapping]) -> str:
     return "\n\n".join(lines)
 
 
-def results_table(systems: Mapping[str, Mapping]) -> str:
-    """One markdown table comparing systems: a row per system, EER / minDCF(0.01) per trial list and
-    micro-F1 per emotion corpus (blank where a system was not measured)."""
+def results_table(systems: Mapping[str, Mapping], measures: Sequence[str] = ("eer", "min_dcf_0.01", "micro_f1")) -> str:
+    """One markdown table comparing systems: a row per system and, for each of `measures` in turn, a column
+    per trial list (`eer`, with its interval where measured; `min_dcf_0.01`) or per emotion corpus
+    (`micro_f1`); blank where a system was not measured."""
     lists: List[str] = []
     corpora: List[str] = []
     for results in systems.values():
         lists += [n for n in results.get("speaker_verification", {}) if n not in lists]
         corpora += [n for n in results.get("emotion_recognition", {}) if n not in corpora]
-    header = (
-        ["system"]
-        + [f"{_dataset(n)[1]} EER (%)" for n in lists]
-        + [f"{_dataset(n)[1]} minDCF0.01" for n in lists]
-        + [f"{_dataset(n)[1]} micro-F1 (%)" for n in corpora]
-    )
-    rows = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    columns = []  # (header, section, name, cell)
+    for measure in measures:
+        if measure == "eer":
+            columns += [(f"{_dataset(n)[1]} EER (%)", "speaker_verification", n, eer_cell) for n in lists]
+        elif measure == "min_dcf_0.01":
+            columns += [
+                (f"{_dataset(n)[1]} minDCF0.01", "speaker_verification", n, lambda m: f"{m['min_dcf_0.01']:.4f}")
+                for n in lists
+            ]
+        elif measure == "micro_f1":
+            columns += [
+                (f"{_dataset(n)[1]} micro-F1 (%)", "emotion_recognition", n, lambda m: f"{m['micro_f1']:.2f}")
+                for n in corpora
+            ]
+        else:
+            raise ValueError(f"unknown measure {measure!r}: expected eer, min_dcf_0.01 or micro_f1")
+    rows = [
+        "| system | " + " | ".join(c[0] for c in columns) + " |",
+        "|---" + "|---:" * len(columns) + "|",
+    ]
     for system, results in systems.items():
-        sv, er = results.get("speaker_verification", {}), results.get("emotion_recognition", {})
         cells = [system]
-        cells += [eer_cell(sv[n]) if n in sv else "" for n in lists]
-        cells += [f"{sv[n]['min_dcf_0.01']:.4f}" if n in sv else "" for n in lists]
-        cells += [f"{er[n]['micro_f1']:.2f}" if n in er else "" for n in corpora]
+        for _, section, name, cell in columns:
+            metrics = results.get(section, {}).get(name)
+            cells.append(cell(metrics) if metrics is not None else "")
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 

@@ -134,6 +134,25 @@ def test_cli_card_and_comparison_table(results_files, tmp_path, capsys):
     assert results_table({"x": merge_results([vox])}).count("\n") == 2
 
 
+def test_results_table_measures_and_intervals():
+    results = {
+        "speaker_verification": {
+            "trials_real_new": {"eer": 9.94, "eer_ci95": [6.21, 13.04], "min_dcf_0.01": 0.6238},
+            "trials_synth": {"eer": 7.1, "min_dcf_0.01": 0.733},
+        },
+        "emotion_recognition": {"demo": {"micro_f1": 31.77}},
+    }
+    eer = results_table({"DINO": results}, measures=("eer", "micro_f1")).splitlines()
+    assert eer[0] == (
+        "| system | demo: held-out real voices EER (%) | demo: held-out synthetic voices EER (%) | "
+        "demo: prosody-style stand-in micro-F1 (%) |"
+    )
+    assert eer[2] == "| DINO | 9.94 [6.2, 13.0] | 7.10 | 31.77 |"
+    assert results_table({"DINO": results}, measures=("min_dcf_0.01",)).splitlines()[2] == "| DINO | 0.6238 | 0.7330 |"
+    with pytest.raises(ValueError, match="unknown measure 'auc'"):
+        results_table({"DINO": results}, measures=("auc",))
+
+
 def test_bad_results_are_clear_errors(tmp_path):
     (tmp_path / "other.json").write_text(json.dumps({"loss": 1.0}))
     with pytest.raises(ValueError, match="no 'speaker_verification' or 'emotion_recognition'"):

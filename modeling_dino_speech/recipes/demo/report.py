@@ -197,7 +197,11 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         "Asterisk voices (speaker confounded with language and studio); *cross-language* = Allison Smith en vs es",
         "against the other Asterisk voices. The corpus's README.md says where every voice comes from.",
         "",
-        results_table(results),
+        results_table(results, measures=("eer", "micro_f1")),
+        "",
+        "minDCF (p_target 0.01):",
+        "",
+        results_table(results, measures=("min_dcf_0.01",)),
         "",
     ]
     pl = _pseudo_label_table(runs)
@@ -227,7 +231,7 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
     ]
     report = runs / "report.md"
     report.write_text("\n".join(lines), encoding="utf-8")
-    print(results_table(results))
+    print(results_table(results, measures=("eer", "micro_f1")))
     print(f"report: {report}")
     return report
 
