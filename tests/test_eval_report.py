@@ -82,7 +82,7 @@ def test_card_metadata_holds_the_numbers(results_files, tmp_path):
     assert values[("VoxCeleb1-O (cleaned)", "EER (%)")] == 4.3812
     assert values[("VoxCeleb1-O (cleaned)", "EER (%) AS-norm")] == 4.0107
     assert values[("VoxCeleb1-O (cleaned)", "minDCF (p_target=0.01)")] == 0.4123
-    assert values[("demo: real voices, cross-language", "minDCF (p_target=0.05)")] == 0.8812
+    assert values[("demo: Asterisk voices, cross-language", "minDCF (p_target=0.05)")] == 0.8812
     assert values[("IEMOCAP", "micro-F1 (%)")] == 60.87
     tasks = {r["task"]["type"] for r in index["results"]}
     assert tasks == {"speaker-verification", "audio-classification"}
@@ -128,7 +128,9 @@ def test_cli_card_and_comparison_table(results_files, tmp_path, capsys):
     table_file = tmp_path / "table.md"
     assert main(["--compare", f"DINO={vox},{emo}", f"fbank stats={fbank}", "--out", str(table_file)]) == 0
     table = table_file.read_text().splitlines()
-    assert table[0].startswith("| system | demo: real voices, cross-language EER (%) | VoxCeleb1-O (cleaned) EER (%)")
+    assert table[0].startswith(
+        "| system | demo: Asterisk voices, cross-language EER (%) | VoxCeleb1-O (cleaned) EER (%)"
+    )
     assert table[2] == "| DINO | 38.12 | 4.38 | 0.9731 | 0.4123 | 60.87 |"
     assert table[3] == "| fbank stats | 55.00 |  | 1.0000 |  |  |"
     assert results_table({"x": merge_results([vox])}).count("\n") == 2
@@ -187,12 +189,12 @@ def test_each_trial_list_is_its_own_model_index_entry(tmp_path):
         ("VoxCeleb1-O (cleaned)", "veri_test2"),
         ("VoxCeleb1-E (cleaned)", "list_test_all2"),
         ("VoxCeleb1-H (cleaned)", "list_test_hard2"),
-        ("demo: real voices", "trials_real"),
-        ("demo: real voices, cross-language", "trials_real_crosslang"),
+        ("demo: Asterisk voices", "trials_real"),
+        ("demo: Asterisk voices, cross-language", "trials_real_crosslang"),
         ("demo: held-out synthetic voices", "trials_synth"),
     }
     eers = {key: [m["value"] for m in r["metrics"] if m["type"] == "eer"] for key, r in entries.items()}
-    assert eers[("demo: real voices, cross-language", "trials_real_crosslang")] == [5.0]
+    assert eers[("demo: Asterisk voices, cross-language", "trials_real_crosslang")] == [5.0]
 
 
 def test_cards_describe_their_own_backbone_and_method(tmp_path):

@@ -193,7 +193,7 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         "list's speakers; minDCF at p_target 0.01) and the prosody-style emotion stand-in (micro-F1 in %, logistic",
         "regression on frozen embeddings, split by voice). Lists: *held-out real voices* = recorded speakers of",
         "Debian packages that no demo model trained on (all pairs); *real + synthetic* = those and the held-out",
-        "synthetic voices in one list; *synthetic* = held-out espeak-ng/flite voices; *real voices* = the four",
+        "synthetic voices in one list; *synthetic* = held-out espeak-ng/flite voices; *Asterisk voices* = the four",
         "Asterisk voices (speaker confounded with language and studio); *cross-language* = Allison Smith en vs es",
         "against the other Asterisk voices. The corpus's README.md says where every voice comes from.",
         "",
