@@ -63,7 +63,6 @@ class KaldiFbank(nn.Module):
         self.register_buffer("banks", banks[first:end].float(), persistent=False)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        frames_count = (waveform.shape[1] - self.win_length) // self.hop_length + 1
         centred = waveform - waveform.mean(dim=1, keepdim=True)
         frames = centred.unfold(1, self.win_length, self.hop_length)
         frames = frames - frames.mean(dim=-1, keepdim=True)
@@ -71,7 +70,7 @@ class KaldiFbank(nn.Module):
         frames = frames - _PREEMPHASIS * previous
         power = torch.matmul(frames, self.cosine).square() + torch.matmul(frames, self.sine).square()
         features = torch.matmul(power, self.banks).clamp_min(_LOG_FLOOR).log()
-        counts = torch.full((waveform.shape[0],), frames_count, dtype=torch.long, device=waveform.device)
+        counts = torch.full((waveform.shape[0],), frames.shape[1], dtype=torch.long, device=waveform.device)
         return self.feature_extractor._normalize_mean(features, None, counts)
 
 

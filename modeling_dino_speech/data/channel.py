@@ -15,6 +15,8 @@ Both are pure functions of the ``np.random.Generator`` they are given, like the 
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 __all__ = [
@@ -99,26 +101,15 @@ def channel_responses(params: dict[str, np.ndarray], num_bins: int, sampling_rat
 
 
 def random_channel_responses(
-    num: int,
-    num_bins: int,
-    sampling_rate: int,
-    rng: np.random.Generator,
-    highpass_hz: tuple[float, float] = (50.0, 300.0),
-    lowpass_hz: tuple[float, float] = (3000.0, 3900.0),
-    tilt_db_per_octave: tuple[float, float] = (-3.0, 3.0),
-    eq_bands: tuple[int, int] = (0, 3),
-    eq_gain_db: tuple[float, float] = (-8.0, 8.0),
+    num: int, num_bins: int, sampling_rate: int, rng: np.random.Generator, **ranges: Any
 ) -> np.ndarray:
     """Magnitude responses of `num` random channels on the `num_bins` bins of an rfft
-    (:func:`draw_channel_parameters`, then :func:`channel_responses`).
+    (:func:`draw_channel_parameters` with its `ranges`, then :func:`channel_responses`).
 
     Returns:
         `(num, num_bins)` float32 linear gains, unit mean power over the speech band (300-3000 Hz).
     """
-    params = draw_channel_parameters(
-        num, sampling_rate, rng, highpass_hz, lowpass_hz, tilt_db_per_octave, eq_bands, eq_gain_db
-    )
-    return channel_responses(params, num_bins, sampling_rate)
+    return channel_responses(draw_channel_parameters(num, sampling_rate, rng, **ranges), num_bins, sampling_rate)
 
 
 def apply_responses(waveforms: np.ndarray, gains: np.ndarray) -> np.ndarray:

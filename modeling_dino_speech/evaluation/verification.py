@@ -222,6 +222,7 @@ def verify_lists(
         )
         statistics = cohort_statistics(embeddings, cohort_matrix, top_k=top_k)
 
+    speakers = None if speaker_of is None else np.asarray([speaker_of(f) for f in files])
     results: Dict[str, Any] = {}
     curves: Dict[str, DetectionCurve] = {}
     scored: Dict[str, tuple] = {}
@@ -245,20 +246,13 @@ def verify_lists(
             "num_files": len(set(enroll) | set(test)) - len(bad),
             "trials": path,
         }
-        if speaker_of is not None:
-            kept_enroll, kept_test = [files[i] for i in enroll_index], [files[i] for i in test_index]
+        if speakers is not None:
+            enroll_speakers, test_speakers = speakers[enroll_index], speakers[test_index]
             entry["eer_ci95"] = list(
-                eer_interval(
-                    scores,
-                    labels,
-                    [speaker_of(f) for f in kept_enroll],
-                    [speaker_of(f) for f in kept_test],
-                    replicates=interval_replicates,
-                    seed=seed,
-                )
+                eer_interval(scores, labels, enroll_speakers, test_speakers, replicates=interval_replicates, seed=seed)
             )
             entry["eer_ci_over"] = "speakers"
-            entry["num_speakers"] = len({speaker_of(f) for f in (*kept_enroll, *kept_test)})
+            entry["num_speakers"] = len(set(enroll_speakers) | set(test_speakers))
         if bad:
             entry["num_trials_skipped"] = len(enroll) - int(labels.shape[0])
             entry["skipped_files"] = {f: skipped[f] for f in sorted(bad)}
