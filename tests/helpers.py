@@ -25,6 +25,14 @@ def synth_voice(speaker: int, seconds: float, rng: np.random.Generator) -> np.nd
     return (0.3 * wave / np.abs(wave).max()).astype(np.float32)
 
 
+def speech_like(rng: np.random.Generator, num: int = 3, length: int = SR) -> np.ndarray:
+    """`(num, length)` amplitude-modulated harmonic signals: non-stationary like speech, cheap to make."""
+    t = np.arange(length) / SR
+    f0 = rng.uniform(100, 220, size=(num, 1))
+    x = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 6))
+    return (0.3 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
+
+
 def make_corpus(
     root: Path,
     speakers: int = 4,

@@ -1,6 +1,7 @@
 import numpy as np
 import pytest
 import soundfile as sf
+from helpers import speech_like
 
 from modeling_dino_speech.data.augment import (
     AugmentConfig,
@@ -15,14 +16,6 @@ from modeling_dino_speech.data.augment import (
 from modeling_dino_speech.training.config import from_dict
 
 SR = 16000
-
-
-def _speech_like(rng, num=3, length=SR):
-    """Amplitude-modulated harmonic signal: non-stationary like speech, cheap to make."""
-    t = np.arange(length) / SR
-    f0 = rng.uniform(100, 220, size=(num, 1))
-    x = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 6))
-    return (0.3 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
 
 
 def _tone(freq, seconds=2.0, sr=SR, channels=1):
@@ -48,7 +41,7 @@ def test_config_validation_names_field():
 
 def test_mix_at_snr_is_exact():
     rng = np.random.default_rng(0)
-    x = _speech_like(rng, 4)
+    x = speech_like(rng, 4)
     noise = rng.standard_normal(x.shape).astype(np.float32) * 3.0
     target = np.array([0.0, 3.0, 10.0, 18.0])
     y = mix_at_snr(x, noise, target)
@@ -64,13 +57,13 @@ def test_augmenter_snr_matches_request_per_category(tmp_path, category, weights)
     pool = []
     for i in range(8):  # a training pool for babble
         path = tmp_path / f"utt{i}.wav"
-        sf.write(path, _speech_like(rng, 1, 2 * SR)[0], SR)
+        sf.write(path, speech_like(rng, 1, 2 * SR)[0], SR)
         pool.append(str(path))
     cfg = AugmentConfig(
         reverb_prob=0.0, noise_prob=1.0, category_weights=weights, noise_snr=(6, 6), music_snr=(6, 6), babble_snr=(6, 6)
     )
     aug = Augmenter(cfg, babble_pool=pool, sampling_rate=SR)
-    x = _speech_like(rng, 3)
+    x = speech_like(rng, 3)
     y = aug.augment(x, np.random.default_rng(7))
     assert y.shape == x.shape and y.dtype == np.float32
     assert np.allclose(snr_db(x, y - x), 6.0, atol=1e-2)
@@ -79,7 +72,7 @@ def test_augmenter_snr_matches_request_per_category(tmp_path, category, weights)
 def test_reproducible_from_generator():
     cfg = AugmentConfig(reverb_prob=0.5, noise_prob=0.7)
     aug = Augmenter(cfg, sampling_rate=SR)
-    x = _speech_like(np.random.default_rng(0), 6)
+    x = speech_like(np.random.default_rng(0), 6)
     a = aug.augment(x, np.random.default_rng(123))
     b = Augmenter(cfg, sampling_rate=SR).augment(x, np.random.default_rng(123))
     c = aug.augment(x, np.random.default_rng(124))
@@ -93,7 +86,7 @@ def test_reproducible_from_generator():
 def test_probabilities_are_respected():
     cfg = AugmentConfig(reverb_prob=0.0, noise_prob=0.3)
     aug = Augmenter(cfg, sampling_rate=SR)
-    x = _speech_like(np.random.default_rng(0), 400, 800)
+    x = speech_like(np.random.default_rng(0), 400, 800)
     y = aug.augment(x, np.random.default_rng(3))
     changed = np.any(y != x, axis=1).mean()
     assert 0.22 < changed < 0.38
@@ -124,7 +117,7 @@ def test_synthetic_rir_decays_at_rt60():
 
 
 def test_reverberate_aligns_and_keeps_level():
-    x = _speech_like(np.random.default_rng(0), 2)
+    x = speech_like(np.random.default_rng(0), 2)
     delayed_impulse = np.zeros(100, np.float32)
     delayed_impulse[37] = 1.0
     y = reverberate(x, [delayed_impulse, synthetic_rir(SR, np.random.default_rng(1))])
@@ -202,7 +195,7 @@ def test_missing_category_falls_back_and_bad_files_are_skipped(tmp_path, caplog)
     assert described["music"] == "synthetic music" and described["reverb"] == "synthetic room impulse responses"
     assert described["babble"].startswith("unavailable")
     assert aug.noise_files and not aug.speech_files
-    x = _speech_like(np.random.default_rng(0), 4)
+    x = speech_like(np.random.default_rng(0), 4)
     with caplog.at_level("WARNING"):
         y = aug.augment(x, np.random.default_rng(5))
     # Every crop fell back to generated noise at the requested SNR (measured on the reverberant signal).

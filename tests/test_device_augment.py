@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
+from helpers import speech_like
 from scipy import stats
 
 from modeling_dino_speech import DinoSpeechFeatureExtractor
@@ -53,13 +54,6 @@ from modeling_dino_speech.resampling import resample
 SR = 16000
 
 
-def _speech_like(rng, num=3, length=SR):
-    t = np.arange(length) / SR
-    f0 = rng.uniform(100, 220, size=(num, 1))
-    x = sum(np.sin(2 * np.pi * h * f0 * t) / h for h in range(1, 6))
-    return (0.3 * x * (0.6 + 0.4 * np.sin(2 * np.pi * 4 * t))).astype(np.float32)
-
-
 def _t(x):
     return torch.from_numpy(np.ascontiguousarray(x))
 
@@ -81,7 +75,7 @@ def test_int16_crops_are_exact_for_16_bit_audio():
 
 def test_reverb_and_mixing_equal_numpy():
     rng = np.random.default_rng(0)
-    x = _speech_like(rng, 4, 4000)
+    x = speech_like(rng, 4, 4000)
     rirs = [synthetic_rir(SR, rng, max_seconds=0.2) for _ in range(3)] + [np.eye(1, 50, 17, dtype=np.float32)[0]]
     padded = np.zeros((4, max(len(r) for r in rirs)), np.float32)
     for i, r in enumerate(rirs):
@@ -200,7 +194,7 @@ def test_device_path_is_the_cpu_path_for_a_fixed_seed_with_file_sources(sources)
     cfg = AugmentConfig(
         musan_root=musan, rir_root=rirs, reverb_prob=0.6, noise_prob=0.9, channel_prob=0.5, gain_db=(-6, 6)
     )
-    x = _speech_like(np.random.default_rng(0), 6, 8000)
+    x = speech_like(np.random.default_rng(0), 6, 8000)
     seen = {"reverb": 0, "noise": 0, "music": 0, "babble": 0, "channel": 0}
     for seed in range(12):
         cpu, device, plan = _cpu_and_device(cfg, x, seed)
@@ -218,10 +212,10 @@ def test_babble_from_the_training_pool_and_the_codec_at_8khz_are_the_cpu_paths(t
     pool = []
     for i in range(6):
         path = tmp_path / f"utt{i}.wav"
-        sf.write(path, _speech_like(rng, 1, 12000)[0], 8000, subtype="PCM_16")
+        sf.write(path, speech_like(rng, 1, 12000)[0], 8000, subtype="PCM_16")
         pool.append(str(path))
     cfg = AugmentConfig(reverb_prob=0.0, noise_prob=1.0, category_weights=(0, 0, 1), codec_prob=0.7)
-    x = _speech_like(rng, 5, 4000)
+    x = speech_like(rng, 5, 4000)
     for seed in range(4):
         cpu, device, plan = _cpu_and_device(cfg, x, seed, sampling_rate=8000, pool=pool)
         assert len(plan["babble_row"]) == 5 and plan["codec"].any()
@@ -243,7 +237,7 @@ def test_unusable_files_fall_back_as_on_the_cpu_path(sources):
     sources_used = np.concatenate([p["source"] for p in plans])
     picked_broken = np.concatenate([p["seg_file"][:, 0] for p in plans]) == -1
     assert (sources_used[picked_broken] == COLOURED).all() and picked_broken.any() and (sources_used == BANK).any()
-    y = device.augment(_t(_speech_like(np.random.default_rng(0), 8, 4000)), collate_plans([plans[0]], 8))
+    y = device.augment(_t(speech_like(np.random.default_rng(0), 8, 4000)), collate_plans([plans[0]], 8))
     assert torch.isfinite(y).all()
 
 
@@ -293,7 +287,7 @@ def _record_cpu_decisions(monkeypatch, cfg, crops, rounds, length):
     monkeypatch.setattr(augment_module, "draw_channel_parameters", draw)
     monkeypatch.setattr(Augmenter, "_noise", noise)
     aug = Augmenter(cfg, sampling_rate=SR)
-    x = _speech_like(np.random.default_rng(0), crops, length)
+    x = speech_like(np.random.default_rng(0), crops, length)
     for r in range(rounds):
         aug.augment(x, np.random.default_rng([11, r]))
     monkeypatch.undo()
@@ -345,7 +339,7 @@ def test_what_the_augmentation_does_to_the_audio_follows_the_cpu_path():
     """The outputs themselves, with generated sources: measured SNR, level change and how many crops change."""
     cfg = AugmentConfig(reverb_prob=0.5, noise_prob=0.6, noise_snr=(0, 18), gain_db=(-6, 6))
     crops, rounds, length = 8, 60, 1600
-    x = _speech_like(np.random.default_rng(0), crops, length)
+    x = speech_like(np.random.default_rng(0), crops, length)
     aug = Augmenter(cfg, sampling_rate=SR)
     device = DeviceAugmenter(cfg, DinoSpeechFeatureExtractor(), "cpu")
     planner = device.planner()
@@ -388,7 +382,7 @@ def test_device_noise_and_rirs_have_the_requested_colour_and_decay():
 def test_device_augmentation_is_a_function_of_the_plan():
     cfg = AugmentConfig(reverb_prob=0.7, noise_prob=0.9, channel_prob=0.5, gain_db=(-6, 6))
     device = DeviceAugmenter(cfg, DinoSpeechFeatureExtractor(), "cpu")
-    x = _t(_speech_like(np.random.default_rng(0), 6, 4000))
+    x = _t(speech_like(np.random.default_rng(0), 6, 4000))
     planner = device.planner()
     plan = collate_plans([planner.plan(6, 4000, np.random.default_rng(3))], 6)
     torch.manual_seed(0)
@@ -409,7 +403,7 @@ def corpus(tmp_path):
     paths = []
     for i in range(8):
         path = tmp_path / f"utt{i}.wav"
-        sf.write(path, _speech_like(rng, 1, int(SR * rng.uniform(1.0, 2.0)))[0], SR, subtype="PCM_16")
+        sf.write(path, speech_like(rng, 1, int(SR * rng.uniform(1.0, 2.0)))[0], SR, subtype="PCM_16")
         paths.append(str(path))
     return paths
 
@@ -464,7 +458,7 @@ def test_on_cuda_the_device_path_is_the_cpu_path(sources, corpus):
     fe = DinoSpeechFeatureExtractor()
     on_gpu, on_cpu = DeviceAugmenter(cfg, fe, "cuda"), DeviceAugmenter(cfg, fe, "cpu")
     assert on_gpu.bank.segments["audio"].is_cuda
-    x = _speech_like(np.random.default_rng(0), 6, 8000)
+    x = speech_like(np.random.default_rng(0), 6, 8000)
     for seed in range(4):
         plan = collate_plans([on_gpu.planner().plan(6, 8000, np.random.default_rng(seed))], 6)
         _close(on_gpu.augment(_t(x).cuda(), plan).cpu().numpy(), on_cpu.augment(_t(x), plan).numpy(), 1e-4)
@@ -481,14 +475,8 @@ def test_on_cuda_the_device_path_is_the_cpu_path(sources, corpus):
 @pytest.mark.slow
 def test_training_with_device_augmentation_resumes_bit_identically_after_sigkill(tmp_path):
     """As tests/test_train_dino.py does for the CPU path: kill -9 after a checkpoint, resume, same weights."""
-    import signal
-    import subprocess
-    import sys
-    import time
-
     from helpers import make_corpus
-    from safetensors.torch import load_file
-    from test_train_dino import ROOT, TRAIN, common, run_train
+    from test_train_dino import assert_same_training_state, common, kill_at_checkpoint_and_resume, run_train
 
     manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=6)
     # generated noise and impulse responses, babble from the pool (the demo's mix), and channels
@@ -496,23 +484,7 @@ def test_training_with_device_augmentation_resumes_bit_identically_after_sigkill
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     result = run_train(common(manifest, straight, 10, device))
     assert result.returncode == 0, result.stderr[-4000:]
-    proc = subprocess.Popen(
-        [sys.executable, str(TRAIN), "dino", *common(manifest, killed, 10, device)],
-        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_00000004").exists():
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "final").exists(), "the run finished before it could be killed"
-    resumed = run_train(common(manifest, killed, 10, device) + ["--resume"])
+    resumed = kill_at_checkpoint_and_resume(common(manifest, killed, 10, device), killed)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
-    for name in ("teacher/model.safetensors", "dino_loss.safetensors"):
-        a, b = load_file(straight / "pretraining" / name), load_file(killed / "pretraining" / name)
-        assert a.keys() == b.keys()
-        for key in a:
-            torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
+    assert_same_training_state(straight, killed)

@@ -50,6 +50,32 @@ def run_train(args, env_extra=None, **kwargs):
     )
 
 
+def kill_at_checkpoint_and_resume(args, output_dir, step=4):
+    """Run `train.py dino args`, SIGKILL it as soon as checkpoint `step` exists, then `--resume` it: that run."""
+    proc = subprocess.Popen(
+        [sys.executable, str(TRAIN), "dino", *args],
+        env={**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not (output_dir / "checkpoints" / f"checkpoint_{step:08d}").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (output_dir / "final").exists(), "the run finished before it could be killed"
+    return run_train([*args, "--resume"])
+
+
+def assert_same_training_state(a, b):
+    """The teacher and the DINO loss (its centre) of two runs are bit-identical."""
+    for name in ("teacher/model.safetensors", "dino_loss.safetensors"):
+        x, y = load_file(a / "pretraining" / name), load_file(b / "pretraining" / name)
+        assert x.keys() == y.keys()
+        for key in x:
+            torch.testing.assert_close(x[key], y[key], atol=0, rtol=0, msg=key)
+
+
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     root = tmp_path_factory.mktemp("corpus")
@@ -149,30 +175,10 @@ def test_sigkill_and_resume_equals_uninterrupted(corpus, tmp_path):
     assert result.returncode == 0, result.stderr[-4000:]
 
     killed = tmp_path / "killed"
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}", "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, str(TRAIN), "dino", *common(corpus, killed, steps, ["save_every=2"])],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.time() + 300
-    while time.time() < deadline and not (killed / "checkpoints" / "checkpoint_00000004").exists():
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    assert not (killed / "final").exists(), "the run finished before it could be killed"
-    resumed = run_train(common(corpus, killed, steps, ["save_every=2"]) + ["--resume"])
+    resumed = kill_at_checkpoint_and_resume(common(corpus, killed, steps, ["save_every=2"]), killed)
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert "resumed from" in resumed.stdout + resumed.stderr
-    a = load_file(straight / "pretraining" / "teacher" / "model.safetensors")
-    b = load_file(killed / "pretraining" / "teacher" / "model.safetensors")
-    assert a.keys() == b.keys()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
-    ca = load_file(straight / "pretraining" / "dino_loss.safetensors")["center"]
-    cb = load_file(killed / "pretraining" / "dino_loss.safetensors")["center"]
-    torch.testing.assert_close(ca, cb, atol=0, rtol=0)
+    assert_same_training_state(straight, killed)
 
 
 @pytest.mark.slow
@@ -195,13 +201,7 @@ def test_ctrl_c_stops_after_a_whole_step_and_resumes_to_the_same_weights(corpus,
     resumed = run_train(common(corpus, stopped, steps, ["save_every=0"]) + ["--resume"])
     assert resumed.returncode == 0, resumed.stderr[-4000:]
     assert f"at step {step}" in resumed.stdout + resumed.stderr
-    a = load_file(straight / "pretraining" / "teacher" / "model.safetensors")
-    b = load_file(stopped / "pretraining" / "teacher" / "model.safetensors")
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], atol=0, rtol=0, msg=key)
-    ca = load_file(straight / "pretraining" / "dino_loss.safetensors")["center"]
-    cb = load_file(stopped / "pretraining" / "dino_loss.safetensors")["center"]
-    torch.testing.assert_close(ca, cb, atol=0, rtol=0)
+    assert_same_training_state(straight, stopped)
 
 
 @pytest.mark.slow
