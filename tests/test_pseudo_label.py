@@ -174,3 +174,41 @@ def test_recipe_takes_the_dino_data_section():
 def test_recipe_refuses_data_settings_it_would_ignore(setting, hint):
     with pytest.raises(ValueError, match=f"does not use data.{setting.split('=')[0][5:]}=.*{hint}"):
         load_config(PseudoLabelConfig, RECIPE, [setting])
+
+
+def test_dino_weight_makes_the_export_a_weight_space_ensemble_with_the_dino_export(tmp_path):
+    from modeling_dino_speech import DinoSpeechModel
+    from modeling_dino_speech.training.pseudo_label import ensemble_with_dino
+
+    init = tiny_dino_export(tmp_path / "dino_final")
+    dino = DinoSpeechModel.from_pretrained(init)
+    # the DINO export's whitening is not part of the network the round trained
+    dino.set_embedding_whitening(torch.randn(32), torch.randn(32, 32))
+    dino.save_pretrained(init)
+    torch.manual_seed(1)
+    trained = DinoSpeechModel(dino.config.__class__(**{**dino.config.to_dict(), "embedding_whitening": False}))
+    for buffer in trained.buffers():  # BatchNorm statistics that differ from the export's
+        if buffer.dtype.is_floating_point:
+            buffer.uniform_(0.5, 1.5)
+    before = {k: v.clone() for k, v in trained.state_dict().items()}
+    reference = DinoSpeechModel.from_pretrained(init).state_dict()
+    ensemble_with_dino(trained, init, 0.25)
+    after = trained.state_dict()
+    assert set(after) == set(before) and not any(k.startswith("whitening.") for k in after)
+    for key, value in after.items():
+        if value.dtype.is_floating_point:
+            torch.testing.assert_close(value, 0.75 * before[key] + 0.25 * reference[key])
+    assert trained.whitening is None
+
+
+def test_dino_weight_refuses_an_export_of_another_network_and_a_share_of_one(tmp_path):
+    from modeling_dino_speech import DinoSpeechConfig, DinoSpeechModel
+    from modeling_dino_speech.training.pseudo_label import ensemble_with_dino
+
+    init = tiny_dino_export(tmp_path / "dino_final")
+    wider = DinoSpeechConfig(**{**DinoSpeechConfig.from_pretrained(init).to_dict(), "ecapa_channels": 48})
+    other = DinoSpeechModel(wider)  # the same parameter names, other shapes
+    with pytest.raises(ValueError, match=r"the DINO export .*dino_final does not have this network.*\(48, "):
+        ensemble_with_dino(other, init, 0.5)
+    with pytest.raises(ValueError, match="dino_weight"):
+        load_config(PseudoLabelConfig, RECIPE, ["dino_weight=1.0"])

@@ -31,7 +31,7 @@ import torch
 
 from ..configuration_dino_speech import DinoSpeechConfig
 from ..utils.atomic import atomic_path, write_folder_atomically, write_text_atomic
-from ..utils.checks import above, at_least, check_ranges
+from ..utils.checks import above, at_least, between, check_ranges
 from .clustering import ClusteringConfig
 from .config import RUN_RULES, DataConfig, EvalConfig, ExportConfig, check_recipe
 from .interrupt import GracefulStop, StoppedBetweenSteps
@@ -138,6 +138,13 @@ class PseudoLabelConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     """Each round's `final/` model, e.g. with an embedding whitening estimated on the pool."""
+    dino_weight: float = 0.0
+    """Share of the DINO export's weights (`init`) in each round's exported network: after its AAM-softmax
+    training a round's network becomes `(1 - dino_weight) * trained + dino_weight * DINO` (parameters and
+    BatchNorm statistics), before its whitening is fitted, and the next round starts from that. A weight-space
+    ensemble of the starting and the fine-tuned network (WiSE-FT, Wortsman et al. 2022): the clusters teach
+    the voices the pool has many of, and the DINO weights keep what self-distillation learned about the rest.
+    0: the trained network as it is (the paper's recipe)."""
     mixed_precision: str = "auto"
     num_threads: Union[int, str] = 0
     """torch intra-op threads (0: torch's default; `auto`: measured once at the start, see `training.threads`)."""
@@ -147,7 +154,12 @@ class PseudoLabelConfig:
         check_data_section(self.data)
         check_ranges(
             self,
-            {**RUN_RULES, "rounds": at_least(1, integer=True), "embed_batch_size": at_least(1, integer=True)},
+            {
+                **RUN_RULES,
+                "rounds": at_least(1, integer=True),
+                "embed_batch_size": at_least(1, integer=True),
+                "dino_weight": between(0, 1, high_open=True),
+            },
         )
 
 
@@ -319,6 +331,26 @@ def train_on_pseudo_labels(
     return stats
 
 
+@torch.no_grad()
+def ensemble_with_dino(model, dino_export: Union[str, Path], dino_weight: float) -> None:
+    """`model` (a `DinoSpeechModel`, unwhitened) <- `(1 - dino_weight) * model + dino_weight * DINO`, the DINO
+    export's whitening left out (see `PseudoLabelConfig.dino_weight`)."""
+    from ..modeling_dino_speech import DinoSpeechModel
+    from .dino import ema_update
+
+    dino = DinoSpeechModel.from_pretrained(dino_export).to(next(model.parameters()).device)
+    dino.set_embedding_whitening(None)
+    ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in dino.state_dict().items()}
+    if ours != theirs:
+        differ = sorted(k for k in ours.keys() | theirs.keys() if ours.get(k) != theirs.get(k))
+        raise ValueError(
+            f"dino_weight: the DINO export {dino_export} does not have this network's weights: "
+            + ", ".join(f"{k} {ours.get(k, 'absent')} here, {theirs.get(k, 'absent')} there" for k in differ[:3])
+        )
+    ema_update(model, dino, momentum=1.0 - dino_weight)
+
+
 def _round_is_done(round_dir: Path) -> bool:
     return (round_dir / "final" / "config.json").exists() and (round_dir / "report.json").exists()
 
@@ -387,6 +419,8 @@ def run_round(
         accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
     )
     model = accelerator.unwrap_model(model).eval()
+    if cfg.dino_weight > 0:
+        ensemble_with_dino(model.dino_speech, cfg.init, cfg.dino_weight)
     round_report = {
         "round": r,
         "clusters": int(result.n_clusters),
@@ -399,6 +433,7 @@ def run_round(
         },
         "train_loss": stats.get("loss"),
         "train_accuracy": stats.get("accuracy"),
+        "dino_weight": cfg.dino_weight,
     }
     if cfg.export.whitening and accelerator.is_main_process:
         from .whitening import whiten_on_pool

@@ -73,6 +73,7 @@ ROUND_COLUMNS = {
     "real_nmi": "real: NMI",
     "synthetic_purity": "synthetic: purity",
     "synthetic_nmi": "synthetic: NMI",
+    "dino_weight": "DINO weight",
 }
 
 
@@ -216,7 +217,8 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         lines += [
             "## Pseudo-label rounds",
             "",
-            "Clusters of the unlabeled pool scored against the true voices (used only for this table).",
+            "Clusters of the unlabeled pool scored against the true voices (used only for this table). *DINO weight*:",
+            "the share of the DINO export's weights in the round's exported network (`dino_weight`, WiSE-FT).",
             "",
             *pl,
             "",
