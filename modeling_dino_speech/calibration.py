@@ -19,6 +19,7 @@ A threshold holds for data like its trial list: on other speakers, languages or 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from pathlib import Path
@@ -72,6 +73,11 @@ def calibration_record(
     if key not in metrics:
         raise ValueError(f"the metrics hold no {key} (got {sorted(metrics)}): not a verification result")
     path = trials if trials is not None else metrics.get("trials")
+    if not math.isfinite(float(metrics[key])):
+        raise ValueError(
+            f"the {operating_point} operating point has no finite threshold ({metrics[key]}): it is reached by "
+            "rejecting every trial; calibrate at another operating point"
+        )
     record: Dict[str, Any] = {
         "trials": Path(os.fspath(path)).stem if path else "evaluation trials",
         "operating_point": operating_point,
@@ -80,7 +86,9 @@ def calibration_record(
     if path:
         record["trials_path"] = os.fspath(path)
     for name in _NUMBERS:
-        if name in metrics:
+        # A minDCF that only rejecting everything reaches has threshold +inf: no operating point to record (and
+        # JSON has no infinity; transformers would save it as a dict).
+        if name in metrics and math.isfinite(float(metrics[name])):
             value = metrics[name]
             record[name] = int(value) if name.startswith("num_") else float(value)
     return record
@@ -108,7 +116,8 @@ def read_calibration(source: Union[PathLike, Mapping, Any]) -> Optional[Dict[str
     record = get("verification_calibration", None)
     threshold = get("verification_threshold", None)
     if record:
-        return dict(record)
+        # checkpoints calibrated before non-finite thresholds were left out hold transformers' {"__float__": "Infinity"}
+        return {k: v for k, v in dict(record).items() if not (isinstance(v, Mapping) and "__float__" in v)}
     if threshold is not None:
         return {"trials": "unknown", "operating_point": "eer", "threshold": float(threshold)}
     return None

@@ -59,3 +59,29 @@ def test_pseudo_label_round_records_its_threshold_and_describes_itself(corpus, t
     assert "iterative pseudo-labelling" in card and "(round 1, 4 clusters)" in card
     assert "teacher" not in card.split("## Results")[0]
     assert f"| trials | {report['num_trials']:,} | {report['eer']:.2f} |" in card  # its own evaluation as results
+
+
+def test_a_min_dcf_reached_only_by_rejecting_every_trial_is_left_out_of_the_calibration(tmp_path):
+    from modeling_dino_speech.calibration import calibration_record, read_calibration, set_calibration
+    from modeling_dino_speech.model_card import write_model_card
+
+    metrics = {"eer": 46.9, "eer_threshold": -0.03, "min_dcf_0.01": 1.0, "min_dcf_0.01_threshold": float("inf")}
+    record = calibration_record(metrics, trials="trials.txt")
+    assert record["threshold"] == -0.03 and "min_dcf_0.01_threshold" not in record and record["min_dcf_0.01"] == 1.0
+    with pytest.raises(ValueError, match="min_dcf_0.01 operating point has no finite threshold"):
+        calibration_record(metrics, operating_point="min_dcf_0.01")
+    # saved, read back and written into a model card, as a pseudo-label round does
+    folder = tiny_dino_export(tmp_path / "model")
+    from modeling_dino_speech import DinoSpeechConfig
+
+    config = DinoSpeechConfig.from_pretrained(folder)
+    set_calibration(config, metrics, trials="trials.txt")
+    config.save_pretrained(folder)
+    assert read_calibration(folder)["threshold"] == -0.03
+    assert "-0.0300" in write_model_card(folder, title="tiny").read_text()
+    # a checkpoint saved before holds transformers' encoding of the infinity: it is read without it
+    raw = json.loads((folder / "config.json").read_text())
+    raw["verification_calibration"]["min_dcf_0.05_threshold"] = {"__float__": "Infinity"}
+    (folder / "config.json").write_text(json.dumps(raw))
+    assert "min_dcf_0.05_threshold" not in read_calibration(folder)
+    write_model_card(folder, title="tiny")
