@@ -607,3 +607,21 @@ def test_export_recovers_from_a_crash_between_its_two_renames(tmp_path):
     with pytest.raises(RuntimeError):
         write_folder_atomically(target, fail)
     assert (target / "model.safetensors").read_bytes() == b"previous"
+
+
+def test_resume_takes_a_relative_and_an_absolute_path_to_the_same_file_as_the_same_recipe(tmp_path, monkeypatch):
+    from modeling_dino_speech.training.config import DataConfig, DinoTrainConfig, to_dict
+    from modeling_dino_speech.training.dino import check_resume_recipe
+
+    def recipe(train: str) -> DinoTrainConfig:
+        return DinoTrainConfig(data=DataConfig(train=train))
+
+    (tmp_path / "data").mkdir()
+    for name in ("train.csv", "other.csv"):
+        (tmp_path / "data" / name).write_text("path\n")
+    monkeypatch.chdir(tmp_path)
+    recorded = to_dict(recipe("data/train.csv"))
+    check_resume_recipe(recorded, recipe(str(tmp_path / "data" / "train.csv")), tmp_path)
+    for changed in (str(tmp_path / "data" / "other.csv"), str(tmp_path / "data" / "gone.csv")):
+        with pytest.raises(ValueError, match="data.train: 'data/train.csv' ->"):
+            check_resume_recipe(recorded, recipe(changed), tmp_path)

@@ -23,6 +23,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,7 +211,19 @@ def check_resume_recipe(recorded: Mapping[str, Any], cfg: DinoTrainConfig, where
     def shown(values: Dict[str, Any], key: str) -> str:
         return repr(values[key]) if key in values else "(unset)"
 
-    differ = [k for k in sorted(set(before) | set(now)) if not free(k) and shown(before, k) != shown(now, k)]
+    def same_path(a: Any, b: Any) -> bool:
+        # `data/demo/train.csv` then `/abs/.../data/demo/train.csv` is the same run: equal when both name one
+        # existing file from here (a path that no longer resolves still counts as a change)
+        try:
+            return isinstance(a, str) and isinstance(b, str) and os.path.samefile(a, b)
+        except OSError:
+            return False
+
+    differ = [
+        k
+        for k in sorted(set(before) | set(now))
+        if not free(k) and shown(before, k) != shown(now, k) and not same_path(before.get(k), now.get(k))
+    ]
     if differ:
         details = "\n  ".join(f"{k}: {shown(before, k)} -> {shown(now, k)}" for k in differ)
         raise ValueError(
