@@ -212,3 +212,24 @@ def test_dino_weight_refuses_an_export_of_another_network_and_a_share_of_one(tmp
         ensemble_with_dino(other, init, 0.5)
     with pytest.raises(ValueError, match="dino_weight"):
         load_config(PseudoLabelConfig, RECIPE, ["dino_weight=1.0"])
+
+
+def test_restart_from_dino_trains_later_rounds_from_the_dino_export(tmp_path):
+    from modeling_dino_speech import DinoSpeechModel
+    from modeling_dino_speech.training.pseudo_label import starting_weights
+
+    init = tiny_dino_export(tmp_path / "dino_final")
+    dino = DinoSpeechModel.from_pretrained(init)
+    torch.manual_seed(3)
+    previous = DinoSpeechModel(dino.config)  # stands in for round 1's export
+    previous.set_embedding_whitening(torch.zeros(32), torch.eye(32))
+    for restart, round_index, expected in [
+        (False, 2, previous),
+        (True, 1, previous),  # round 1's current model is the DINO export itself
+        (True, 2, dino),
+    ]:
+        cfg = from_dict(PseudoLabelConfig, {"init": str(init), "restart_from_dino": restart})
+        weights = starting_weights(cfg, round_index, previous)
+        assert not any(k.startswith("whitening.") for k in weights)
+        reference = expected.state_dict()
+        assert all(torch.equal(v, reference[k]) for k, v in weights.items()), (restart, round_index)

@@ -2,7 +2,9 @@
 
 Each round: embed the whole training pool with the current model, cluster the embeddings, train a
 `DinoSpeechForXVector` (AAM-softmax) on the cluster labels (first the new classifier, then the whole network),
-and start the next round from it. Round r writes `<output_dir>/round_<r>/` with `embeddings.npy`,
+and start the next round from it (or, with `restart_from_dino`, train each round from the DINO export on the
+clusters of the previous round's model; with `dino_weight`, each round's export is averaged with the DINO
+export). Round r writes `<output_dir>/round_<r>/` with `embeddings.npy`,
 `pseudo_labels.csv`, `clustering_report.json`, `report.json` and `final/`.
 
 Before the first round, every file of the pool is decoded once and those that could not be embedded are dealt
@@ -138,6 +140,10 @@ class PseudoLabelConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     """Each round's `final/` model, e.g. with an embedding whitening estimated on the pool."""
+    restart_from_dino: bool = False
+    """Train every round from the DINO export (`init`), on the clusters of the previous round's model, instead of
+    from the previous round's network: the labels improve from round to round, and no round inherits the
+    previous one's drift towards the voices its clusters held most of."""
     dino_weight: float = 0.0
     """Share of the DINO export's weights (`init`) in each round's exported network: after its AAM-softmax
     training a round's network becomes `(1 - dino_weight) * trained + dino_weight * DINO` (parameters and
@@ -331,6 +337,15 @@ def train_on_pseudo_labels(
     return stats
 
 
+def starting_weights(cfg: PseudoLabelConfig, r: int, current) -> Dict[str, torch.Tensor]:
+    """The weights round `r` trains from (without any whitening): those of `current`, the model that clustered
+    the pool, or with `cfg.restart_from_dino` after round 1, the DINO export's."""
+    from ..modeling_dino_speech import DinoSpeechModel
+
+    start = DinoSpeechModel.from_pretrained(cfg.init) if r > 1 and cfg.restart_from_dino else current
+    return {k: v for k, v in start.state_dict().items() if not k.startswith("whitening.")}
+
+
 @torch.no_grad()
 def ensemble_with_dino(model, dino_export: Union[str, Path], dino_weight: float) -> None:
     """`model` (a `DinoSpeechModel`, unwhitened) <- `(1 - dino_weight) * model + dino_weight * DINO`, the DINO
@@ -412,8 +427,7 @@ def run_round(
     # Trained on the raw embeddings; a whitening is estimated again for the round's export (cfg.export).
     config.embedding_whitening = False
     model = DinoSpeechForXVector(config)
-    weights = {k: v for k, v in embedder.state_dict().items() if not k.startswith("whitening.")}
-    model.dino_speech.load_state_dict(weights)
+    model.dino_speech.load_state_dict(starting_weights(cfg, r, embedder))
     del embedder
     stats = train_on_pseudo_labels(
         accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
@@ -461,7 +475,8 @@ def run_round(
                 {
                     "method": "DINO then iterative pseudo-labelling (AAM-softmax)",
                     "round": r,
-                    "initialised_from": str(current),
+                    "initialised_from": str(cfg.init if r > 1 and cfg.restart_from_dino else current),
+                    "clustered_with": str(current),
                     **round_report,
                 },
             )
