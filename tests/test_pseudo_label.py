@@ -223,13 +223,15 @@ def test_restart_from_dino_trains_later_rounds_from_the_dino_export(tmp_path):
     torch.manual_seed(3)
     previous = DinoSpeechModel(dino.config)  # stands in for round 1's export
     previous.set_embedding_whitening(torch.zeros(32), torch.eye(32))
-    for restart, round_index, expected in [
-        (False, 2, previous),
-        (True, 1, previous),  # round 1's current model is the DINO export itself
-        (True, 2, dino),
+    current = tmp_path / "round_1" / "final"
+    for restart, round_index, expected, folder in [
+        (False, 2, previous, current),
+        (True, 1, previous, current),  # round 1's current model is the DINO export itself
+        (True, 2, dino, init),
     ]:
         cfg = from_dict(PseudoLabelConfig, {"init": str(init), "restart_from_dino": restart})
-        weights = starting_weights(cfg, round_index, previous)
+        start, weights = starting_weights(cfg, round_index, current, previous)
+        assert start == folder, (restart, round_index)
         assert not any(k.startswith("whitening.") for k in weights)
         reference = expected.state_dict()
         assert all(torch.equal(v, reference[k]) for k, v in weights.items()), (restart, round_index)

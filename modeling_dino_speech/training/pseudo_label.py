@@ -337,13 +337,16 @@ def train_on_pseudo_labels(
     return stats
 
 
-def starting_weights(cfg: PseudoLabelConfig, r: int, current) -> Dict[str, torch.Tensor]:
-    """The weights round `r` trains from (without any whitening): those of `current`, the model that clustered
-    the pool, or with `cfg.restart_from_dino` after round 1, the DINO export's."""
+def starting_weights(cfg: PseudoLabelConfig, r: int, current: Path, embedder) -> tuple[Path, Dict[str, torch.Tensor]]:
+    """The model round `r` trains from and its weights (without any whitening): `current`, the model that
+    clustered the pool (loaded as `embedder`), or with `cfg.restart_from_dino` after round 1, the DINO export."""
     from ..modeling_dino_speech import DinoSpeechModel
 
-    start = DinoSpeechModel.from_pretrained(cfg.init) if r > 1 and cfg.restart_from_dino else current
-    return {k: v for k, v in start.state_dict().items() if not k.startswith("whitening.")}
+    if r > 1 and cfg.restart_from_dino:
+        start, model = Path(cfg.init), DinoSpeechModel.from_pretrained(cfg.init)
+    else:
+        start, model = current, embedder
+    return start, {k: v for k, v in model.state_dict().items() if not k.startswith("whitening.")}
 
 
 @torch.no_grad()
@@ -427,7 +430,8 @@ def run_round(
     # Trained on the raw embeddings; a whitening is estimated again for the round's export (cfg.export).
     config.embedding_whitening = False
     model = DinoSpeechForXVector(config)
-    model.dino_speech.load_state_dict(starting_weights(cfg, r, embedder))
+    start, weights = starting_weights(cfg, r, current, embedder)
+    model.dino_speech.load_state_dict(weights)
     del embedder
     stats = train_on_pseudo_labels(
         accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
@@ -475,7 +479,7 @@ def run_round(
                 {
                     "method": "DINO then iterative pseudo-labelling (AAM-softmax)",
                     "round": r,
-                    "initialised_from": str(cfg.init if r > 1 and cfg.restart_from_dino else current),
+                    "initialised_from": str(start),
                     "clustered_with": str(current),
                     **round_report,
                 },
