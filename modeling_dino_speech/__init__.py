@@ -25,7 +25,7 @@ from transformers import (
 from .configuration_dino_speech import DinoSpeechConfig
 from .dino_head import DINOHead
 from .feature_extraction_dino_speech import DegenerateAudioWarning, DinoSpeechFeatureExtractor
-from .losses import AAMSoftmax, DINOLoss, KoLeoLoss
+from .losses import AAMSoftmax, DimensionRegularization, DINOLoss, KoLeoLoss
 from .modeling_dino_speech import (
     DinoSpeechForPreTraining,
     DinoSpeechForXVector,
@@ -65,6 +65,7 @@ __all__ = [
     "DINOHead",
     "DINOLoss",
     "DegenerateAudioWarning",
+    "DimensionRegularization",
     "DinoSpeechConfig",
     "DinoSpeechEmbeddingPipeline",
     "DinoSpeechFeatureExtractor",

@@ -115,6 +115,33 @@ class KoLeoLoss(nn.Module):
         return -torch.log(distances + self.eps).mean()
 
 
+class DimensionRegularization(nn.Module):
+    """Dimension regularisation against dimensional collapse, after SDPN's (Chen et al., Interspeech 2025, who
+    penalise the Frobenius norm of the embeddings' covariance): a penalty on how unevenly a batch of embeddings
+    spreads its variance over the embedding's directions.
+
+    With `C` the covariance of the L2-normalised rows, the participation ratio `tr(C)^2 / ||C||_F^2` counts the
+    directions the batch uses (1 when it lies on a line, D when its variance is even over all D). The penalty
+    is `log(D / participation ratio)`: 0 for an even spread, `log D` for a collapse onto one direction; its log
+    keeps the gradient's scale the same from a mild to a severe collapse. A batch of N rows spans at most N - 1
+    directions, so the penalty's floor is `log(D / (N - 1))` when N <= D.
+    """
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """`(N, D)` embeddings (N >= 2) -> scalar."""
+        if embeddings.shape[0] < 2:
+            raise ValueError("dimension regularisation needs at least two embeddings in a batch")
+        x = F.normalize(embeddings.float(), dim=-1, eps=self.eps)
+        x = x - x.mean(dim=0, keepdim=True)
+        covariance = x.T @ x / (x.shape[0] - 1)
+        participation = torch.diagonal(covariance).sum() ** 2 / (covariance.square().sum() + self.eps)
+        return torch.log(x.shape[1] / (participation + self.eps))
+
+
 class AAMSoftmax(nn.Module):
     """Additive angular margin softmax (ArcFace), optionally with sub-centres per class.
 

@@ -2,6 +2,7 @@
 real processes, detects a collapse and exports a model AutoModel loads."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -345,7 +346,7 @@ def test_telephone_band_model_trains_and_embeds_at_8khz(corpus, tmp_path):
 
 
 @pytest.mark.slow
-def test_koleo_is_logged_and_the_export_carries_a_whitening(corpus, tmp_path):
+def test_regularisers_are_logged_and_the_export_carries_a_whitening(corpus, tmp_path):
     from transformers import AutoFeatureExtractor, AutoModel
 
     import modeling_dino_speech  # noqa: F401
@@ -356,7 +357,13 @@ def test_koleo_is_logged_and_the_export_carries_a_whitening(corpus, tmp_path):
             corpus,
             out,
             3,
-            ["dino.koleo_weight=0.1", "export.whitening=true", "export.whitening_utterances=16", "save_every=0"],
+            [
+                "dino.koleo_weight=0.1",
+                "dino.dimension_reg_weight=0.1",
+                "export.whitening=true",
+                "export.whitening_utterances=16",
+                "save_every=0",
+            ],
         )
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -364,6 +371,9 @@ def test_koleo_is_logged_and_the_export_carries_a_whitening(corpus, tmp_path):
     logged = [row["koleo"] for row in rows if "loss" in row]
     # nearest-neighbour distances of unit vectors are at most 2: the KoLeo term is at least -log 2
     assert len(logged) == 3 and all(-0.6932 <= k < 10 for k in logged)
+    spread = [row["dimension_reg"] for row in rows if "loss" in row]
+    embedding_size = json.loads((out / "final" / "config.json").read_text())["embedding_size"]
+    assert len(spread) == 3 and all(0 < d <= math.log(embedding_size) + 1e-4 for d in spread)
     summary = json.loads((out / "final" / "training_summary.json").read_text())
     assert summary["whitening_utterances"] == 16 and summary["pool_effective_rank"] > 1
     model = AutoModel.from_pretrained(out / "final").eval()

@@ -1,10 +1,13 @@
-"""Embedding whitening stored in the model, and the KoLeo regulariser."""
+"""Embedding whitening stored in the model, and the regularisers against dimensional collapse (KoLeo,
+dimension regularisation)."""
+
+import math
 
 import numpy as np
 import pytest
 import torch
 
-from modeling_dino_speech import DinoSpeechConfig, DinoSpeechModel, KoLeoLoss
+from modeling_dino_speech import DimensionRegularization, DinoSpeechConfig, DinoSpeechModel, KoLeoLoss
 from modeling_dino_speech.training.whitening import fit_whitening
 
 
@@ -70,3 +73,23 @@ def test_koleo_is_larger_for_crowded_points_and_pushes_them_apart():
     assert koleo(stepped) < koleo(crowded)
     with pytest.raises(ValueError, match="two embeddings"):
         koleo(torch.randn(1, 4))
+
+
+def test_dimension_regularization_is_zero_for_an_even_spread_and_log_d_for_a_line():
+    reg = DimensionRegularization()
+    rng = torch.Generator().manual_seed(0)
+    even = torch.randn(4096, 16, generator=rng)
+    assert 0 <= reg(even) < 0.02
+    line = torch.randn(256, 1, generator=rng).sign() * torch.ones(1, 16) + 1e-3 * torch.randn(256, 16, generator=rng)
+    assert reg(line) == pytest.approx(math.log(16), abs=0.05)
+    # a batch in 4 of 16 directions uses a quarter of them; row norms do not count
+    four = torch.cat([torch.randn(4096, 4, generator=rng), torch.zeros(4096, 12)], dim=1)
+    assert reg(four) == pytest.approx(math.log(4), abs=0.02)
+    assert reg(four * torch.rand(4096, 1, generator=rng).add(0.5)) == pytest.approx(float(reg(four)), abs=1e-4)
+    # a gradient step spreads an uneven batch
+    uneven = torch.randn(512, 16, generator=rng) * torch.linspace(0.1, 3.0, 16)
+    x = uneven.clone().requires_grad_(True)
+    reg(x).backward()
+    assert reg((x - 0.5 * x.grad).detach()) < reg(uneven)
+    with pytest.raises(ValueError, match="two embeddings"):
+        reg(torch.randn(1, 4))

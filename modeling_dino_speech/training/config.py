@@ -109,6 +109,9 @@ class DinoConfig:
     koleo_weight: float = 0.0
     """Weight of the KoLeo regulariser (DINOv2) on the student's embeddings of each global view, against
     dimensional collapse; 0 is the paper's plain DINO."""
+    dimension_reg_weight: float = 0.0
+    """Weight of SDPN's dimension regularisation (`DimensionRegularization`) on the student's embeddings of each
+    global view: it penalises a batch whose variance lies in few directions; 0 is the paper's plain DINO."""
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -122,6 +125,7 @@ class DinoConfig:
                 "teacher_momentum": between(0, 1),
                 "teacher_momentum_end": between(0, 1),
                 "koleo_weight": at_least(0),
+                "dimension_reg_weight": at_least(0),
             },
         )
 

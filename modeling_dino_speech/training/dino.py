@@ -27,7 +27,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 from torch import nn
@@ -36,7 +36,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from ..configuration_dino_speech import DinoSpeechConfig
 from ..data.multicrop import count_stream_rows
 from ..feature_extraction_dino_speech import DinoSpeechFeatureExtractor
-from ..losses import DINOLoss, KoLeoLoss
+from ..losses import DimensionRegularization, DINOLoss, KoLeoLoss
 from ..modeling_dino_speech import DinoSpeechForPreTraining
 from ..utils.atomic import write_text_atomic
 from .checkpoint import checkpoint_path, checkpoint_step, load_checkpoint, newest_intact_checkpoint, save_checkpoint
@@ -269,6 +269,8 @@ class DinoRun:
     monitor: CollapseMonitor
     koleo: Optional[KoLeoLoss] = None
     """The KoLeo regulariser when `dino.koleo_weight` > 0."""
+    dimension_reg: Optional[DimensionRegularization] = None
+    """The dimension regularisation when `dino.dimension_reg_weight` > 0."""
     lock: Optional[OutputDirLock] = None
     """The output folder's lock, held from the set-up to the end of the run (released by `train_dino`)."""
     total_steps: int = 0
@@ -451,6 +453,7 @@ def _build(cfg: DinoTrainConfig, accelerator, config: DinoSpeechConfig) -> DinoR
         micro_batch=micro_batch,
         monitor=CollapseMonitor.from_config(cfg.monitor),
         koleo=KoLeoLoss() if cfg.dino.koleo_weight > 0 else None,
+        dimension_reg=DimensionRegularization() if cfg.dino.dimension_reg_weight > 0 else None,
         threads=current_governor(),
     )
     if cfg.data.augment_on == "device":
@@ -524,6 +527,8 @@ class StepOutput:
     teacher_temperature: float
     koleo: Optional[torch.Tensor] = None
     """The KoLeo term (before its weight), when the recipe has one."""
+    dimension_reg: Optional[torch.Tensor] = None
+    """The dimension regularisation term (before its weight), when the recipe has one."""
     teacher_momentum: float = 0.0
     grad_norm: Optional[torch.Tensor] = None
 
@@ -557,6 +562,13 @@ def crops_of(run: DinoRun, batch: Mapping[str, Any]) -> Optional[Tuple[torch.Ten
     return global_crops, [global_crops] + local_crops
 
 
+def regularizer_term(regularizer: Optional[nn.Module], views_of: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
+    """`regularizer`'s term averaged over the views' batches, or None when the recipe has none."""
+    if regularizer is None:
+        return None
+    return torch.stack([regularizer(v) for v in views_of]).mean()
+
+
 def train_step(run: DinoRun, global_crops: torch.Tensor, student_crops: List[torch.Tensor], sync: bool) -> StepOutput:
     """Forward and backward of one micro-batch; with `sync` (the step's last micro-batch) also the optimiser step
     of the student and the EMA step of the teacher, which advance `run.state` by one step."""
@@ -571,17 +583,19 @@ def train_step(run: DinoRun, global_crops: torch.Tensor, student_crops: List[tor
                 teacher_logits, teacher_embeddings = run.teacher([global_crops])
             student_logits, student_embeddings = run.student(student_crops)
             loss = run.dino_loss(student_logits, teacher_logits, temperature)
-            koleo = None
-            if run.koleo is not None:
-                # per global view, as DINOv2 does: each view's batch is spread on its own
-                views_of = student_embeddings[: global_crops.shape[0]].chunk(run.cfg.data.crops.n_global)
-                koleo = torch.stack([run.koleo(v) for v in views_of]).mean()
+            # per global view, as DINOv2 does for KoLeo: each view's batch is spread on its own
+            views_of = student_embeddings[: global_crops.shape[0]].chunk(run.cfg.data.crops.n_global)
+            koleo = regularizer_term(run.koleo, views_of)
+            if koleo is not None:
                 loss = loss + run.cfg.dino.koleo_weight * koleo
+            dimension_reg = regularizer_term(run.dimension_reg, views_of)
+            if dimension_reg is not None:
+                loss = loss + run.cfg.dino.dimension_reg_weight * dimension_reg
         if not math.isfinite(loss.item()):
             raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs")
         accelerator.backward(loss / optim.grad_accum)
     run.dino_loss.update_center(teacher_logits, all_reduce=mean_over_processes)
-    out = StepOutput(step, loss, teacher_logits, teacher_embeddings, student_logits, temperature, koleo)
+    out = StepOutput(step, loss, teacher_logits, teacher_embeddings, student_logits, temperature, koleo, dimension_reg)
     if not sync:
         return out
 
@@ -708,8 +722,10 @@ class TrainingLog:
             skipped_files=run.state.num_skipped,
             short_utterances=run.state.num_short,
         )
-        if out.koleo is not None:
-            stats["koleo"] = float(run.accelerator.reduce(out.koleo.detach().float(), "mean"))
+        for name in ("koleo", "dimension_reg"):
+            term = getattr(out, name)
+            if term is not None:
+                stats[name] = float(run.accelerator.reduce(term.detach().float(), "mean"))
         return {k: float(v) for k, v in stats.items()}
 
     def close(self) -> None:
