@@ -19,6 +19,7 @@ from modeling_dino_speech.training.clustering import (
     filter_clusters,
     precluster_kmeans,
     resolve_backend,
+    threshold_for_kept_fraction,
 )
 
 try:
@@ -175,6 +176,41 @@ def test_target_count_by_threshold_bisection(backend):
         assert adjusted_rand_score(dense, split) == 1.0
 
 
+def test_kept_fraction_sets_the_strictest_threshold_that_keeps_it():
+    # 20 tight voices (cosine ~0.96 to their direction) and 20 loose ones (~0.55): at the default threshold
+    # 0.80 the loose voices fall apart into clusters under min_cluster_size
+    tight, tight_truth = sphere_blobs([20] * 20, spread=0.3, seed=0)
+    loose, loose_truth = sphere_blobs([20] * 20, spread=1.5, seed=1)
+    x, truth = np.concatenate([tight, loose]), np.concatenate([tight_truth, loose_truth + 20])
+    fixed = cluster_embeddings(x, ClusteringConfig(backend="sklearn"))
+    assert fixed.kept_fraction < 0.6 and fixed.stages["similarity_threshold"] == 0.80
+    result = cluster_embeddings(x, ClusteringConfig(backend="sklearn", kept_fraction=0.85))
+    threshold = result.stages["similarity_threshold"]
+    assert result.kept_fraction >= 0.85 and threshold < 0.80
+    assert 2 < result.stages["threshold_search_passes"] < 50
+    stricter = cluster_embeddings(x, ClusteringConfig(backend="sklearn", similarity_threshold=threshold + 0.002))
+    assert stricter.kept_fraction < 0.85
+    # the loose voices come back as clusters of their own, no less pure
+    assert fixed.n_clusters == 20 and result.n_clusters >= 38
+    assert clustering_report(result, truth)["purity"] > 0.95
+    assert ClusteringConfig(**result.config).kept_fraction == 0.85
+
+
+def test_threshold_search_walks_down_then_bisects():
+    calls = []
+
+    def kept_at(t):
+        calls.append(t)
+        return float(np.clip(1.0 - t, 0.0, 1.0))
+
+    threshold, passes = threshold_for_kept_fraction(kept_at, 0.3)
+    assert 0.699 - 1e-3 <= threshold <= 0.7 and kept_at(threshold) >= 0.3 and passes == len(calls) - 1
+    # a share no threshold reaches: the threshold that keeps the most, with a warning
+    with pytest.warns(UserWarning, match="kept_fraction=0.9"):
+        threshold, _ = threshold_for_kept_fraction(lambda t: 0.5 - abs(t - 0.2), 0.9)
+    assert abs(threshold - 0.2) <= 0.05
+
+
 def test_target_count_above_preclusters_is_rejected():
     x, _ = sphere_blobs([20] * 10)
     with pytest.raises(ValueError, match="exceeds the .* pre-clusters"):
@@ -327,6 +363,8 @@ def test_bad_input_is_rejected(make, message):
         ({"kmeans_samples_per_cluster": 0.5}, "kmeans_samples_per_cluster"),
         ({"similarity_threshold": 1.0}, "similarity_threshold"),
         ({"n_clusters": 0}, "n_clusters"),
+        ({"kept_fraction": 0.0}, "kept_fraction"),
+        ({"kept_fraction": 0.5, "n_clusters": 10}, "kept_fraction"),
         ({"min_cluster_size": 10, "max_cluster_size": 5}, "max_cluster_size"),
         ({"large_cluster_policy": "split"}, "large_cluster_policy"),
         ({"confidence_quantile": 1.0}, "confidence_quantile"),

@@ -107,6 +107,12 @@ class ClusteringConfig:
         similarity_threshold: agglomerative clustering stops merging when the average cosine similarity
             between two clusters is at or below this (distance_threshold = 1 - similarity_threshold).
         n_clusters: target number of agglomerative clusters instead of the threshold (None = threshold).
+        kept_fraction: target share of the pool that keeps a label, instead of ``similarity_threshold``:
+            the threshold is searched for, and set to the strictest (highest) whose clusters keep at least
+            this share after filtering (None = use ``similarity_threshold``). The same threshold means
+            different clusters for embeddings of different spread (a longer-trained or a whitened model has
+            other same-voice cosines); a kept share carries over between them. Each pass of the search
+            reruns the agglomerative and filter stages (10-50 passes; ``stages["threshold_search_passes"]``).
         agglomerative_dense_max: largest number of centroids clustered by one dense average linkage;
             above it the k-NN graph decomposition is used (module doc).
         knn_neighbors: neighbours per centroid in that graph.
@@ -138,6 +144,7 @@ class ClusteringConfig:
     kmeans_border_probes: int = 5
     similarity_threshold: float = 0.80
     n_clusters: int | None = None
+    kept_fraction: float | None = None
     agglomerative_dense_max: int = 10_000
     knn_neighbors: int = 32
     knn_exact_max: int = 50_000
@@ -177,6 +184,11 @@ class ClusteringConfig:
             raise bad("similarity_threshold", "must be in (-1, 1)")
         if self.n_clusters is not None and self.n_clusters < 1:
             raise bad("n_clusters", "must be >= 1 or None")
+        if self.kept_fraction is not None:
+            if not 0.0 < self.kept_fraction <= 1.0:
+                raise bad("kept_fraction", "must be in (0, 1] or None")
+            if self.n_clusters is not None:
+                raise bad("kept_fraction", "sets the threshold, so it cannot be combined with n_clusters")
         if self.max_cluster_size is not None and self.max_cluster_size < self.min_cluster_size:
             raise bad("max_cluster_size", f"must be >= min_cluster_size={self.min_cluster_size}")
         if self.large_cluster_policy not in ("trim", "drop"):
@@ -756,7 +768,46 @@ def _stage(name: str, timings: dict[str, float], hook: Optional[StageHook]) -> I
     with hook(name) if hook is not None else contextlib.nullcontext():
         start = time.perf_counter()
         yield
-        timings[name] = time.perf_counter() - start
+        # summed: a threshold search (kept_fraction) enters the same stage once per pass
+        timings[name] = timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def threshold_for_kept_fraction(
+    kept_at: Callable[[float], float], target: float, step: float = 0.05, tolerance: float = 1e-3
+) -> tuple[float, int]:
+    """The strictest similarity threshold `t` with `kept_at(t) >= target`, and how many times it called
+    `kept_at`.
+
+    The kept share falls as the threshold rises once clusters start falling under `min_cluster_size` (below
+    that, giant clusters trimmed to `max_cluster_size` make it fall again as the threshold drops), so the
+    search walks down from the strictest threshold in `step`s until the target is met, then bisects the last
+    step to `tolerance`. A target no threshold meets gets the threshold that keeps the most, with a warning.
+    """
+    passes, high, best = 0, 0.999, (-1.0, 0.999)
+    threshold = high
+    while threshold > -1.0:
+        kept = kept_at(threshold)
+        passes += 1
+        best = max(best, (kept, threshold))
+        if kept >= target:
+            break
+        high, threshold = threshold, threshold - step
+    else:
+        warnings.warn(
+            f"kept_fraction={target}: no similarity threshold keeps that much of the pool (at most "
+            f"{best[0]:.3f}, at threshold {best[1]:.3f}); lower kept_fraction or min_cluster_size",
+            stacklevel=3,
+        )
+        return best[1], passes
+    low = threshold
+    while high - low > tolerance:
+        mid = 0.5 * (low + high)
+        passes += 1
+        if kept_at(mid) >= target:
+            low = mid
+        else:
+            high = mid
+    return low, passes
 
 
 def cluster_embeddings(
@@ -811,32 +862,40 @@ def _cluster(
         stages.update(info)
         centroids = _group_means(y, pre, info["n_preclusters"])
 
-    with _stage("agglomerative", timings, hook):
-        cluster_of_pre, info = agglomerate(
-            centroids,
-            cfg.similarity_threshold,
-            cfg.n_clusters,
-            cfg.agglomerative_dense_max,
-            cfg.knn_neighbors,
-            backends[1],
-            cfg.knn_exact_max,
-            cfg.knn_nprobe,
-            cfg.seed,
-        )
-        stages.update(info)
-        point_labels = cluster_of_pre[pre]
+    def cluster_at(threshold: float) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+        with _stage("agglomerative", timings, hook):
+            cluster_of_pre, info = agglomerate(
+                centroids,
+                threshold,
+                cfg.n_clusters,
+                cfg.agglomerative_dense_max,
+                cfg.knn_neighbors,
+                backends[1],
+                cfg.knn_exact_max,
+                cfg.knn_nprobe,
+                cfg.seed,
+            )
+        with _stage("filter", timings, hook):
+            labels, confidence, counts = filter_clusters(
+                y,
+                cluster_of_pre[pre],
+                cfg.min_cluster_size,
+                cfg.max_cluster_size,
+                cfg.large_cluster_policy,
+                cfg.confidence_quantile,
+                cfg.min_confidence,
+            )
+        return labels, confidence, {**info, **counts}
 
-    with _stage("filter", timings, hook):
-        labels, confidence, info = filter_clusters(
-            y,
-            point_labels,
-            cfg.min_cluster_size,
-            cfg.max_cluster_size,
-            cfg.large_cluster_policy,
-            cfg.confidence_quantile,
-            cfg.min_confidence,
+    threshold = cfg.similarity_threshold
+    if cfg.kept_fraction is not None:
+        threshold, passes = threshold_for_kept_fraction(
+            lambda t: float((cluster_at(t)[0] >= 0).mean()), cfg.kept_fraction
         )
-        stages.update(info)
+        stages["threshold_search_passes"] = passes + 1
+    labels, confidence, info = cluster_at(threshold)
+    stages["similarity_threshold"] = threshold
+    stages.update(info)
 
     timings["total"] = time.perf_counter() - total_start
     n_kept = int((labels >= 0).sum())

@@ -412,7 +412,7 @@ def run_round(
     if result.n_clusters < 2:
         raise RuntimeError(
             f"round {r}: clustering found {result.n_clusters} cluster(s) in {len(paths)} "
-            "utterances; lower clustering.similarity_threshold or min_cluster_size"
+            "utterances; lower clustering.similarity_threshold (or raise clustering.kept_fraction) or min_cluster_size"
         )
     accelerator.print(
         f"round {r}: {result.n_clusters} clusters, kept {report['kept_fraction']:.1%} of "
@@ -443,6 +443,7 @@ def run_round(
         "round": r,
         "clusters": int(result.n_clusters),
         "kept_fraction": report["kept_fraction"],
+        "similarity_threshold": result.stages["similarity_threshold"],
         **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
         **{
             f"{name}_{k}": part[k]

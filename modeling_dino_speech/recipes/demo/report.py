@@ -66,6 +66,8 @@ def _read_json(path: Path) -> Optional[dict]:
 
 #: Cluster-quality columns of the pseudo-label table: round report key -> header.
 ROUND_COLUMNS = {
+    "similarity_threshold": "threshold",
+    "real_kept_fraction": "real: kept",
     "purity": "purity",
     "nmi": "NMI",
     "ari": "ARI",
