@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
 
+from modeling_dino_speech.training import clustering
 from modeling_dino_speech.training.clustering import (
     ClusteringConfig,
     ClusteringResult,
@@ -176,7 +177,7 @@ def test_target_count_by_threshold_bisection(backend):
         assert adjusted_rand_score(dense, split) == 1.0
 
 
-def test_kept_fraction_sets_the_strictest_threshold_that_keeps_it():
+def test_kept_fraction_sets_the_strictest_threshold_that_keeps_it(monkeypatch):
     # 20 tight voices (cosine ~0.96 to their direction) and 20 loose ones (~0.55): at the default threshold
     # 0.80 the loose voices fall apart into clusters under min_cluster_size
     tight, tight_truth = sphere_blobs([20] * 20, spread=0.3, seed=0)
@@ -194,6 +195,15 @@ def test_kept_fraction_sets_the_strictest_threshold_that_keeps_it():
     assert fixed.n_clusters == 20 and result.n_clusters >= 38
     assert clustering_report(result, truth)["purity"] > 0.95
     assert ClusteringConfig(**result.config).kept_fraction == 0.85
+    # the scalable path's search builds the neighbour graph once and finds the same threshold
+    calls = []
+    original = clustering._knn_graph
+    monkeypatch.setattr(clustering, "_knn_graph", lambda *a: calls.append(1) or original(*a))
+    scalable = cluster_embeddings(
+        x, ClusteringConfig(backend="sklearn", kept_fraction=0.85, agglomerative_dense_max=60, knn_neighbors=64)
+    )
+    assert scalable.stages["agglomerative_path"] == "knn_components" and len(calls) == 1
+    assert scalable.stages["similarity_threshold"] == pytest.approx(threshold, abs=0.01)
 
 
 def test_threshold_search_walks_down_then_bisects():
