@@ -906,7 +906,8 @@ def _cluster(
         )
         stages["threshold_search_passes"] = passes + 1
     labels, confidence, info = cluster_at(threshold)
-    stages["similarity_threshold"] = threshold
+    if cfg.n_clusters is None:  # a target count ignores the threshold
+        stages["similarity_threshold"] = threshold
     stages.update(info)
 
     timings["total"] = time.perf_counter() - total_start

@@ -443,7 +443,7 @@ def run_round(
         "round": r,
         "clusters": int(result.n_clusters),
         "kept_fraction": report["kept_fraction"],
-        "similarity_threshold": result.stages["similarity_threshold"],
+        "similarity_threshold": result.stages.get("similarity_threshold"),
         **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
         **{
             f"{name}_{k}": part[k]

@@ -67,7 +67,7 @@ def _read_json(path: Path) -> Optional[dict]:
 #: Cluster-quality columns of the pseudo-label table: round report key -> header.
 ROUND_COLUMNS = {
     "similarity_threshold": "threshold",
-    "real_kept_fraction": "real: kept",
+    "real_kept_fraction": "real: kept share",
     "purity": "purity",
     "nmi": "NMI",
     "ari": "ARI",
@@ -219,8 +219,11 @@ def build_report(data: Path, runs: Path, device: str = "auto", progress: bool = 
         lines += [
             "## Pseudo-label rounds",
             "",
-            "Clusters of the unlabeled pool scored against the true voices (used only for this table). *DINO weight*:",
-            "the share of the DINO export's weights in the round's exported network (`dino_weight`, WiSE-FT).",
+            "Clusters of the unlabeled pool scored against the true voices (used only for this table).",
+            "*threshold*: the clustering's cosine threshold (`clustering.similarity_threshold`, or the one that",
+            "`clustering.kept_fraction` found); *real: kept share*: the share of the pool's recorded voices in a",
+            "cluster. *DINO weight*: the share of the DINO export's weights in the round's exported network",
+            "(`dino_weight`, WiSE-FT).",
             "",
             *pl,
             "",
