@@ -90,22 +90,36 @@ class DINOLoss(nn.Module):
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
 
-class KoLeoLoss(nn.Module):
+class _CollapseRegularizer(nn.Module):
+    """What the regularisers against dimensional collapse share: they score a batch of L2-normalised
+    embeddings, so they need at least two of them."""
+
+    #: the regulariser's name in the error for a batch of one
+    name = "a collapse regulariser"
+
+    def __init__(self, eps: float = 1e-8):
+        super().__init__()
+        self.eps = eps
+
+    def unit_rows(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """`(N, D)` embeddings -> the same rows L2-normalised, in float32; refuses N < 2."""
+        if embeddings.shape[0] < 2:
+            raise ValueError(f"{self.name} needs at least two embeddings in a batch")
+        return F.normalize(embeddings.float(), dim=-1, eps=self.eps)
+
+
+class KoLeoLoss(_CollapseRegularizer):
     """Kozachenko-Leonenko entropy regulariser (Sablayrolles et al., ICLR 2019; DINOv2): spreads the embeddings
     of a batch over the sphere by pushing each away from its nearest neighbour, against dimensional collapse.
 
     `-mean_i log(min_{j != i} ||x_i - x_j||)` over L2-normalised rows; larger when points crowd together.
     """
 
-    def __init__(self, eps: float = 1e-8):
-        super().__init__()
-        self.eps = eps
+    name = "KoLeo"
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """`(N, D)` embeddings (N >= 2) -> scalar."""
-        if embeddings.shape[0] < 2:
-            raise ValueError("KoLeo needs at least two embeddings in a batch")
-        x = F.normalize(embeddings.float(), dim=-1, eps=self.eps)
+        x = self.unit_rows(embeddings)
         with torch.no_grad():
             # The nearest neighbour by cosine (the largest dot product), the sample itself excluded.
             similarity = x @ x.T
@@ -115,7 +129,7 @@ class KoLeoLoss(nn.Module):
         return -torch.log(distances + self.eps).mean()
 
 
-class DimensionRegularization(nn.Module):
+class DimensionRegularization(_CollapseRegularizer):
     """Dimension regularisation against dimensional collapse, after SDPN's (Chen et al., Interspeech 2025, who
     penalise the Frobenius norm of the embeddings' covariance): a penalty on how unevenly a batch of embeddings
     spreads its variance over the embedding's directions.
@@ -127,15 +141,11 @@ class DimensionRegularization(nn.Module):
     directions, so the penalty's floor is `log(D / (N - 1))` when N <= D.
     """
 
-    def __init__(self, eps: float = 1e-8):
-        super().__init__()
-        self.eps = eps
+    name = "dimension regularisation"
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
         """`(N, D)` embeddings (N >= 2) -> scalar."""
-        if embeddings.shape[0] < 2:
-            raise ValueError("dimension regularisation needs at least two embeddings in a batch")
-        x = F.normalize(embeddings.float(), dim=-1, eps=self.eps)
+        x = self.unit_rows(embeddings)
         x = x - x.mean(dim=0, keepdim=True)
         covariance = x.T @ x / (x.shape[0] - 1)
         participation = torch.diagonal(covariance).sum() ** 2 / (covariance.square().sum() + self.eps)
