@@ -183,6 +183,26 @@ def test_sigkill_and_resume_equals_uninterrupted(corpus, tmp_path):
 
 
 @pytest.mark.slow
+def test_ssps_is_logged_and_its_queue_resumes_to_the_same_weights(corpus, tmp_path):
+    # the pseudo-positives depend on the queue of past teacher views: a resume that lost it would draw others
+    steps, ssps = 10, ["dino.ssps_weight=0.5", "dino.ssps_start_fraction=0.3", "dino.ssps_queue_size=32"]
+    ssps.append("dino.ssps_neighbors=2")
+    straight = tmp_path / "straight"
+    result = run_train(common(corpus, straight, steps, ["save_every=2", *ssps]))
+    assert result.returncode == 0, result.stderr[-4000:]
+    rows = [json.loads(line) for line in (straight / "metrics.jsonl").read_text().splitlines()]
+    rows = [row for row in rows if "loss" in row]
+    assert ["ssps" in row for row in rows] == [False] * 3 + [True] * 7
+    assert all(math.isfinite(row["ssps"]) and -1 <= row["ssps_similarity"] <= 1 for row in rows[3:])
+
+    killed = tmp_path / "killed"
+    resumed = kill_at_checkpoint_and_resume(common(corpus, killed, steps, ["save_every=2", *ssps]), killed, step=6)
+    assert resumed.returncode == 0, resumed.stderr[-4000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    assert_same_training_state(straight, killed)
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_after_a_whole_step_and_resumes_to_the_same_weights(corpus, tmp_path):
     # A forward pass cut short has already moved the student's BatchNorm statistics: the first Ctrl-C must
     # let the step finish, and the checkpoint it leaves must resume to exactly the uninterrupted weights.

@@ -112,6 +112,18 @@ class DinoConfig:
     dimension_reg_weight: float = 0.0
     """Weight of SDPN's dimension regularisation (`DimensionRegularization`) on the student's embeddings of each
     global view: it penalises a batch whose variance lies in few directions; 0 is the paper's plain DINO."""
+    ssps_weight: float = 0.0
+    """Share of the loss given to Self-Supervised Positive Sampling (`training.ssps`): the student's views also
+    learn the teacher's distribution of a pseudo-positive, a nearby utterance from a memory queue, so that the
+    recording an utterance shares with its own crops counts for less; 0 is the paper's plain DINO, 1 keeps only
+    the pseudo-positives."""
+    ssps_start_fraction: float = 0.5
+    """Share of the training steps after which SSPS starts (before it, the queue only fills): the teacher's
+    neighbours are worth trusting once it has learned something."""
+    ssps_queue_size: int = 8192
+    """Global views of past batches the SSPS queue holds."""
+    ssps_neighbors: int = 4
+    """A pseudo-positive is drawn among this many nearest queue entries of other utterances."""
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -126,8 +138,14 @@ class DinoConfig:
                 "teacher_momentum_end": between(0, 1),
                 "koleo_weight": at_least(0),
                 "dimension_reg_weight": at_least(0),
+                "ssps_weight": between(0, 1),
+                "ssps_start_fraction": between(0, 1, high_open=True),
+                "ssps_queue_size": at_least(1, integer=True),
+                "ssps_neighbors": at_least(1, integer=True),
             },
         )
+        if self.ssps_neighbors > self.ssps_queue_size:
+            raise SettingError("ssps_neighbors", self.ssps_neighbors, f"at most ssps_queue_size={self.ssps_queue_size}")
 
 
 @dataclass

@@ -7,7 +7,8 @@ parameter groups, `ema_update`), then `train_dino` and its parts:
   accelerate), the `DINOLoss` with its centre, AdamW, the training pool, the step-indexed schedules, and the
   newest intact checkpoint a `--resume` continues from (refused if the recipe changed what is trained);
 * `train_step`: teacher on the global crops, student on all crops, the loss over all (teacher view, student
-  view) pairs but identical ones, backward; on the last micro-batch of a step an optimiser step on the student
+  view) pairs but identical ones (and with SSPS, `pseudo_positive_logits`, the same loss against the teacher's
+  view of a neighbouring utterance), backward; on the last micro-batch of a step an optimiser step on the student
   and an EMA step of the teacher;
 * `TrainingLog`: the statistics of a step to the progress bar, TensorBoard and `metrics.jsonl`;
 * `save_dino_checkpoint`: what a resumed run needs to continue bit for bit;
@@ -46,6 +47,7 @@ from .lock import OutputDirLock, on_main_process
 from .monitor import CollapseMonitor, dino_statistics
 from .schedules import DinoSchedules
 from .setup import Evaluator, begin_run, build_training_dataset, open_run
+from .ssps import PositiveQueue
 from .threads import current_governor
 
 __all__ = [
@@ -271,6 +273,8 @@ class DinoRun:
     """The KoLeo regulariser when `dino.koleo_weight` > 0."""
     dimension_reg: Optional[DimensionRegularization] = None
     """The dimension regularisation when `dino.dimension_reg_weight` > 0."""
+    positive_queue: Optional[PositiveQueue] = None
+    """The SSPS memory queue when `dino.ssps_weight` > 0."""
     lock: Optional[OutputDirLock] = None
     """The output folder's lock, held from the set-up to the end of the run (released by `train_dino`)."""
     total_steps: int = 0
@@ -454,6 +458,13 @@ def _build(cfg: DinoTrainConfig, accelerator, config: DinoSpeechConfig) -> DinoR
         monitor=CollapseMonitor.from_config(cfg.monitor),
         koleo=KoLeoLoss() if cfg.dino.koleo_weight > 0 else None,
         dimension_reg=DimensionRegularization() if cfg.dino.dimension_reg_weight > 0 else None,
+        positive_queue=(
+            PositiveQueue(cfg.dino.ssps_queue_size, config.embedding_size, cfg.dino.ssps_neighbors).to(
+                accelerator.device
+            )
+            if cfg.dino.ssps_weight > 0
+            else None
+        ),
         threads=current_governor(),
     )
     if cfg.data.augment_on == "device":
@@ -482,6 +493,8 @@ def save_dino_checkpoint(run: DinoRun) -> Path:
     """Checkpoint the run after its current step (every process takes part)."""
     tensors = {f"teacher.{k}": v for k, v in run.teacher.state_dict().items()}
     tensors["center"] = run.dino_loss.center
+    if run.positive_queue is not None:
+        tensors.update({f"ssps.{k}": v for k, v in run.positive_queue.state_dict().items()})
     return save_checkpoint(
         run.accelerator,
         run.output_dir,
@@ -503,6 +516,9 @@ def resume_from(run: DinoRun, found: Path) -> None:
     tensors, saved = load_checkpoint(run.accelerator, found)
     run.teacher.load_state_dict({k[len("teacher.") :]: v for k, v in tensors.items() if k.startswith("teacher.")})
     run.dino_loss.center.copy_(tensors["center"].to(run.accelerator.device))
+    if run.positive_queue is not None:
+        # the recipe check has refused a change of the SSPS settings, so a saved queue has this queue's shape
+        run.positive_queue.load_state_dict({k[len("ssps.") :]: v for k, v in tensors.items() if k.startswith("ssps.")})
     run.state = TrainState(**saved["train_state"])
     run.monitor.load_state_dict(saved.get("monitor", {}))
     state = run.state
@@ -529,14 +545,19 @@ class StepOutput:
     """The KoLeo term (before its weight), when the recipe has one."""
     dimension_reg: Optional[torch.Tensor] = None
     """The dimension regularisation term (before its weight), when the recipe has one."""
+    ssps: Optional[torch.Tensor] = None
+    """The DINO loss against the SSPS pseudo-positives (before its weight), once SSPS has started."""
+    ssps_similarity: Optional[torch.Tensor] = None
+    """Mean cosine between the anchors' teacher views and their pseudo-positives, once SSPS has started."""
     teacher_momentum: float = 0.0
     grad_norm: Optional[torch.Tensor] = None
 
 
-def crops_of(run: DinoRun, batch: Mapping[str, Any]) -> Optional[Tuple[torch.Tensor, List[torch.Tensor]]]:
-    """The teacher's and the student's crops of a micro-batch on the device (counting its short and skipped
-    utterances, and for a stream the rows each worker delivered), or None for a batch whose every file was
-    unreadable. Raw crops (`data.augment_on: device`) are augmented and featurised here, on the device."""
+def crops_of(run: DinoRun, batch: Mapping[str, Any]) -> Optional[Tuple[torch.Tensor, List[torch.Tensor], torch.Tensor]]:
+    """The teacher's and the student's crops of a micro-batch on the device and the pool index of each utterance
+    (counting its short and skipped utterances, and for a stream the rows each worker delivered), or None for a
+    batch whose every file was unreadable. Raw crops (`data.augment_on: device`) are augmented and featurised
+    here, on the device."""
     state = run.state
     if run.threads is not None:
         run.threads.maybe_update()
@@ -559,7 +580,7 @@ def crops_of(run: DinoRun, batch: Mapping[str, Any]) -> Optional[Tuple[torch.Ten
     global_crops = views(batch["global_features"]).to(device, non_blocking=True)
     local = batch.get("local_features")
     local_crops = [views(local).to(device)] if local is not None and local.numel() else []
-    return global_crops, [global_crops] + local_crops
+    return global_crops, [global_crops] + local_crops, batch["index"].to(device)
 
 
 def regularizer_term(regularizer: Optional[nn.Module], views_of: Sequence[torch.Tensor]) -> Optional[torch.Tensor]:
@@ -569,9 +590,30 @@ def regularizer_term(regularizer: Optional[nn.Module], views_of: Sequence[torch.
     return torch.stack([regularizer(v) for v in views_of]).mean()
 
 
-def train_step(run: DinoRun, global_crops: torch.Tensor, student_crops: List[torch.Tensor], sync: bool) -> StepOutput:
+def pseudo_positive_logits(
+    run: DinoRun, teacher_logits: torch.Tensor, teacher_embeddings: torch.Tensor, utterance: torch.Tensor, step: int
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """SSPS: the teacher head's logits `(V_t * B, K)` of a pseudo-positive for each teacher view (an anchor view
+    without one keeps its own `teacher_logits`), and the mean cosine between the views and their positives."""
+    views = teacher_embeddings.shape[0] // utterance.shape[0]
+    generator = torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + step)
+    positives, found, cosine = run.positive_queue.sample(teacher_embeddings, utterance.repeat(views), generator)
+    with torch.no_grad():
+        logits = run.teacher.model.dino_head(positives.to(teacher_embeddings.dtype))
+    logits = torch.where(found[:, None], logits.to(teacher_logits.dtype), teacher_logits)
+    return logits, cosine[found].mean() if found.any() else cosine.new_zeros(())
+
+
+def train_step(
+    run: DinoRun,
+    global_crops: torch.Tensor,
+    student_crops: List[torch.Tensor],
+    utterance: Optional[torch.Tensor] = None,
+    sync: bool = True,
+) -> StepOutput:
     """Forward and backward of one micro-batch; with `sync` (the step's last micro-batch) also the optimiser step
-    of the student and the EMA step of the teacher, which advance `run.state` by one step."""
+    of the student and the EMA step of the teacher, which advance `run.state` by one step. `utterance` `(B,)`,
+    the pool index of each utterance, is what SSPS needs (`dino.ssps_weight` > 0)."""
     accelerator, optim, schedules, state = run.accelerator, run.cfg.optim, run.schedules, run.state
     step = state.global_step
     temperature = float(schedules.teacher_temperature[step])
@@ -583,6 +625,17 @@ def train_step(run: DinoRun, global_crops: torch.Tensor, student_crops: List[tor
                 teacher_logits, teacher_embeddings = run.teacher([global_crops])
             student_logits, student_embeddings = run.student(student_crops)
             loss = run.dino_loss(student_logits, teacher_logits, temperature)
+            ssps = ssps_similarity = None
+            queue = run.positive_queue
+            if queue is not None and utterance is None:
+                raise ValueError("dino.ssps_weight > 0 needs the pool index of each utterance in the batch")
+            if queue is not None and step >= run.schedules.ssps_start_step:
+                positive_logits, ssps_similarity = pseudo_positive_logits(
+                    run, teacher_logits, teacher_embeddings, utterance, step
+                )
+                ssps = run.dino_loss(student_logits, positive_logits, temperature)
+                weight = run.cfg.dino.ssps_weight
+                loss = (1.0 - weight) * loss + weight * ssps
             # per global view, as DINOv2 does for KoLeo: each view's batch is spread on its own
             views_of = student_embeddings[: global_crops.shape[0]].chunk(run.cfg.data.crops.n_global)
             koleo = regularizer_term(run.koleo, views_of)
@@ -595,7 +648,20 @@ def train_step(run: DinoRun, global_crops: torch.Tensor, student_crops: List[tor
             raise FloatingPointError(f"DINO loss is {loss.item()} at step {step}; lower optim.lr or check inputs")
         accelerator.backward(loss / optim.grad_accum)
     run.dino_loss.update_center(teacher_logits, all_reduce=mean_over_processes)
-    out = StepOutput(step, loss, teacher_logits, teacher_embeddings, student_logits, temperature, koleo, dimension_reg)
+    if queue is not None:  # after the sampling: a batch is never among its own candidates
+        queue.push(teacher_embeddings.float(), utterance.repeat(teacher_embeddings.shape[0] // utterance.shape[0]))
+    out = StepOutput(
+        step,
+        loss,
+        teacher_logits,
+        teacher_embeddings,
+        student_logits,
+        temperature,
+        koleo,
+        dimension_reg,
+        ssps,
+        ssps_similarity,
+    )
     if not sync:
         return out
 
@@ -722,7 +788,7 @@ class TrainingLog:
             skipped_files=run.state.num_skipped,
             short_utterances=run.state.num_short,
         )
-        for name in ("koleo", "dimension_reg"):
+        for name in ("koleo", "dimension_reg", "ssps", "ssps_similarity"):
             term = getattr(out, name)
             if term is not None:
                 stats[name] = float(run.accelerator.reduce(term.detach().float(), "mean"))

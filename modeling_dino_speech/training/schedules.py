@@ -41,6 +41,8 @@ class DinoSchedules:
     teacher_momentum: np.ndarray
     teacher_temperature: np.ndarray
     freeze_last_layer_steps: int
+    ssps_start_step: int = 0
+    """The first step whose loss has SSPS's pseudo-positives (when the recipe has them)."""
 
     @classmethod
     def build(cls, optim, dino, total_steps: int, steps_per_epoch: int, effective_batch: int) -> DinoSchedules:
@@ -58,4 +60,5 @@ class DinoSchedules:
                 round(dino.warmup_teacher_temperature_epochs * per_epoch),
             ),
             freeze_last_layer_steps=round(optim.freeze_last_layer_epochs * per_epoch),
+            ssps_start_step=round(dino.ssps_start_fraction * total_steps),
         )
