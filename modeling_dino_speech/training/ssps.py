@@ -7,8 +7,9 @@ pseudo-positive). Its embedding comes from a FIFO memory queue of the teacher's 
 each with the pool index of its utterance, so that an utterance is never its own pseudo-positive; the current
 teacher head turns the stored embedding into the target distribution.
 
-The queue lives on each process (with several processes, each samples among the views it has seen) and is saved
-with the checkpoint.
+The queue lives on each process: with several processes, each samples among the views it has seen. The checkpoint
+keeps the main process's queue, and every process resumes from it, so a resumed multi-process run draws other
+pseudo-positives than the uninterrupted one would (a single process resumes bit for bit).
 """
 
 from __future__ import annotations
