@@ -191,6 +191,20 @@ def test_kept_fraction_sets_the_strictest_threshold_that_keeps_it(monkeypatch):
     assert 2 < result.stages["threshold_search_passes"] < 50
     stricter = cluster_embeddings(x, ClusteringConfig(backend="sklearn", similarity_threshold=threshold + 0.002))
     assert stricter.kept_fraction < 0.85
+    # the labels are the search's own pass at that threshold, the same as a clustering at it, and no pass more
+    at_threshold = cluster_embeddings(x, ClusteringConfig(backend="sklearn", similarity_threshold=threshold))
+    assert np.array_equal(result.labels, at_threshold.labels)
+    passes = []
+    original_agglomerate = clustering.agglomerate
+    monkeypatch.setattr(clustering, "agglomerate", lambda *a: passes.append(1) or original_agglomerate(*a))
+    again = cluster_embeddings(x, ClusteringConfig(backend="sklearn", kept_fraction=0.85))
+    monkeypatch.undo()
+    assert len(passes) == again.stages["threshold_search_passes"] and np.array_equal(again.labels, result.labels)
+    # a share no threshold keeps (the confidence filter drops 5% of every cluster): the pass that kept the most
+    with pytest.warns(UserWarning, match="kept_fraction=1.0"):
+        most = cluster_embeddings(x, ClusteringConfig(backend="sklearn", kept_fraction=1.0))
+    at_most = ClusteringConfig(backend="sklearn", similarity_threshold=most.stages["similarity_threshold"])
+    assert most.kept_fraction < 1.0 and np.array_equal(most.labels, cluster_embeddings(x, at_most).labels)
     # the loose voices come back as clusters of their own, no less pure
     assert fixed.n_clusters == 20 and result.n_clusters >= 38
     assert clustering_report(result, truth)["purity"] > 0.95

@@ -114,7 +114,8 @@ class ClusteringConfig:
             this share after filtering (None = use ``similarity_threshold``). The same threshold means
             different clusters for embeddings of different spread (a longer-trained or a whitened model has
             other same-voice cosines); a kept share carries over between them. Each pass of the search
-            reruns the agglomerative and filter stages (10-50 passes; ``stages["threshold_search_passes"]``).
+            reruns the agglomerative and filter stages (10-50 passes; ``stages["threshold_search_passes"]``);
+            the labels are those of the pass at the threshold found, not a pass more.
         agglomerative_dense_max: largest number of centroids clustered by one dense average linkage;
             above it the k-NN graph decomposition is used (module doc).
         knn_neighbors: neighbours per centroid in that graph.
@@ -899,13 +900,28 @@ def _cluster(
             )
         return labels, confidence, {**info, **counts}
 
-    threshold = cfg.similarity_threshold
+    threshold, chosen = cfg.similarity_threshold, None
     if cfg.kept_fraction is not None:
-        threshold, passes = threshold_for_kept_fraction(
-            lambda t: float((cluster_at(t)[0] >= 0).mean()), cfg.kept_fraction
-        )
-        stages["threshold_search_passes"] = passes + 1
-    labels, confidence, info = cluster_at(threshold)
+        # The search returns a threshold it has clustered at: the last one that met the target, or (when none
+        # did) the one that kept the most. Those two passes are kept, not all of them (N labels each).
+        met: dict[float, tuple] = {}
+        most: dict[tuple[float, float], tuple] = {}
+
+        def kept_at(t: float) -> float:
+            out = cluster_at(t)
+            kept = float((out[0] >= 0).mean())
+            if kept >= cfg.kept_fraction:
+                met.clear()
+                met[t] = out
+            if not most or (kept, t) > next(iter(most)):
+                most.clear()
+                most[(kept, t)] = out
+            return kept
+
+        threshold, passes = threshold_for_kept_fraction(kept_at, cfg.kept_fraction)
+        chosen = met.get(threshold) or next((out for (_, t), out in most.items() if t == threshold), None)
+        stages["threshold_search_passes"] = passes if chosen is not None else passes + 1
+    labels, confidence, info = chosen if chosen is not None else cluster_at(threshold)
     if cfg.n_clusters is None:  # a target count ignores the threshold
         stages["similarity_threshold"] = threshold
     stages.update(info)
