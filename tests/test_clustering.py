@@ -225,14 +225,15 @@ def test_threshold_search_walks_down_then_bisects():
 
     def kept_at(t):
         calls.append(t)
-        return float(np.clip(1.0 - t, 0.0, 1.0))
+        return float(np.clip(1.0 - t, 0.0, 1.0)), f"pass at {t}"
 
-    threshold, passes = threshold_for_kept_fraction(kept_at, 0.3)
-    assert 0.699 - 1e-3 <= threshold <= 0.7 and kept_at(threshold) >= 0.3 and passes == len(calls) - 1
+    threshold, passes, out = threshold_for_kept_fraction(kept_at, 0.3)
+    assert 0.699 - 1e-3 <= threshold <= 0.7 and kept_at(threshold)[0] >= 0.3 and passes == len(calls) - 1
+    assert out == f"pass at {threshold}", "the search hands back the pass at the threshold it returns"
     # a share no threshold reaches: the threshold that keeps the most, with a warning
     with pytest.warns(UserWarning, match="kept_fraction=0.9"):
-        threshold, _ = threshold_for_kept_fraction(lambda t: 0.5 - abs(t - 0.2), 0.9)
-    assert abs(threshold - 0.2) <= 0.05
+        threshold, _, out = threshold_for_kept_fraction(lambda t: (0.5 - abs(t - 0.2), t), 0.9)
+    assert abs(threshold - 0.2) <= 0.05 and out == threshold
 
 
 def test_target_count_above_preclusters_is_rejected():

@@ -71,7 +71,7 @@ import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, ContextManager, Iterator, Literal, Mapping, Optional, Sequence
+from typing import Any, Callable, ContextManager, Iterator, Literal, Mapping, Optional, Sequence, TypeVar
 
 import numpy as np
 import scipy.sparse as sp
@@ -84,6 +84,7 @@ from sklearn.neighbors import NearestNeighbors
 from threadpoolctl import threadpool_limits
 
 Backend = Literal["auto", "faiss", "sklearn"]
+T = TypeVar("T")
 
 # faiss subsamples at most this many training points per centroid; we apply the same rule to sklearn so
 # both backends see the same amount of data (and the coarse level stays cheap at 1M points).
@@ -783,22 +784,24 @@ def _stage(name: str, timings: dict[str, float], hook: Optional[StageHook]) -> I
 
 
 def threshold_for_kept_fraction(
-    kept_at: Callable[[float], float], target: float, step: float = 0.05, tolerance: float = 1e-3
-) -> tuple[float, int]:
-    """The strictest similarity threshold `t` with `kept_at(t) >= target`, and how many times it called
-    `kept_at`.
+    kept_at: Callable[[float], tuple[float, T]], target: float, step: float = 0.05, tolerance: float = 1e-3
+) -> tuple[float, int, T]:
+    """The strictest similarity threshold `t` whose kept share `kept_at(t)[0]` is at least `target`, how many
+    times it called `kept_at`, and what that call returned beside the share (the pass at `t`, so that the
+    caller need not run it again).
 
     The kept share falls as the threshold rises once clusters start falling under `min_cluster_size` (below
     that, giant clusters trimmed to `max_cluster_size` make it fall again as the threshold drops), so the
     search walks down from the strictest threshold in `step`s until the target is met, then bisects the last
     step to `tolerance`. A target no threshold meets gets the threshold that keeps the most, with a warning.
     """
-    passes, high, best = 0, 0.999, (-1.0, 0.999)
+    passes, high, best, best_out = 0, 0.999, (-1.0, 0.999), None
     threshold = high
     while threshold > -1.0:
-        kept = kept_at(threshold)
+        kept, out = kept_at(threshold)
         passes += 1
-        best = max(best, (kept, threshold))
+        if (kept, threshold) > best:
+            best, best_out = (kept, threshold), out
         if kept >= target:
             break
         high, threshold = threshold, threshold - step
@@ -808,16 +811,17 @@ def threshold_for_kept_fraction(
             f"{best[0]:.3f}, at threshold {best[1]:.3f}); lower kept_fraction or min_cluster_size",
             stacklevel=3,
         )
-        return best[1], passes
-    low = threshold
+        return best[1], passes, best_out
+    low, low_out = threshold, out
     while high - low > tolerance:
         mid = 0.5 * (low + high)
         passes += 1
-        if kept_at(mid) >= target:
-            low = mid
+        kept, out = kept_at(mid)
+        if kept >= target:
+            low, low_out = mid, out
         else:
             high = mid
-    return low, passes
+    return low, passes, low_out
 
 
 def cluster_embeddings(
@@ -900,28 +904,18 @@ def _cluster(
             )
         return labels, confidence, {**info, **counts}
 
-    threshold, chosen = cfg.similarity_threshold, None
+    threshold = cfg.similarity_threshold
     if cfg.kept_fraction is not None:
-        # The search returns a threshold it has clustered at: the last one that met the target, or (when none
-        # did) the one that kept the most. Those two passes are kept, not all of them (N labels each).
-        met: dict[float, tuple] = {}
-        most: dict[tuple[float, float], tuple] = {}
 
-        def kept_at(t: float) -> float:
+        def kept_share(t: float) -> tuple[float, tuple[np.ndarray, np.ndarray, dict[str, Any]]]:
             out = cluster_at(t)
-            kept = float((out[0] >= 0).mean())
-            if kept >= cfg.kept_fraction:
-                met.clear()
-                met[t] = out
-            if not most or (kept, t) > next(iter(most)):
-                most.clear()
-                most[(kept, t)] = out
-            return kept
+            return float((out[0] >= 0).mean()), out
 
-        threshold, passes = threshold_for_kept_fraction(kept_at, cfg.kept_fraction)
-        chosen = met.get(threshold) or next((out for (_, t), out in most.items() if t == threshold), None)
-        stages["threshold_search_passes"] = passes if chosen is not None else passes + 1
-    labels, confidence, info = chosen if chosen is not None else cluster_at(threshold)
+        # the search hands back its own pass at the threshold it found: no pass more
+        threshold, passes, (labels, confidence, info) = threshold_for_kept_fraction(kept_share, cfg.kept_fraction)
+        stages["threshold_search_passes"] = passes
+    else:
+        labels, confidence, info = cluster_at(threshold)
     if cfg.n_clusters is None:  # a target count ignores the threshold
         stages["similarity_threshold"] = threshold
     stages.update(info)
