@@ -27,7 +27,7 @@ def measure(recipe: str, batch: int, queue_size: int, rounds: int, device: str) 
     from modeling_dino_speech.dino_head import DINOHead
     from modeling_dino_speech.losses import DINOLoss
     from modeling_dino_speech.training.config import DinoTrainConfig, load_config
-    from modeling_dino_speech.training.ssps import PositiveQueue
+    from modeling_dino_speech.training.ssps import PositiveQueue, pseudo_positive_logits
 
     torch.manual_seed(0)
     dev = torch.device(device)
@@ -47,9 +47,7 @@ def measure(recipe: str, batch: int, queue_size: int, rounds: int, device: str) 
     generator = torch.Generator().manual_seed(0)
 
     def ssps_extra() -> None:
-        with torch.no_grad():
-            positives, found, _ = queue.sample(embeddings, utterance, generator)
-            logits = torch.where(found[:, None], head(positives), teacher)
+        logits, _ = pseudo_positive_logits(queue, head, teacher, embeddings, utterance, generator)
         loss(student, logits, 0.04)
         queue.push(embeddings, utterance)
 

@@ -7,7 +7,7 @@ parameter groups, `ema_update`), then `train_dino` and its parts:
   accelerate), the `DINOLoss` with its centre, AdamW, the training pool, the step-indexed schedules, and the
   newest intact checkpoint a `--resume` continues from (refused if the recipe changed what is trained);
 * `train_step`: teacher on the global crops, student on all crops, the loss over all (teacher view, student
-  view) pairs but identical ones (and with SSPS, `pseudo_positive_logits`, the same loss against the teacher's
+  view) pairs but identical ones (and with SSPS, `ssps.pseudo_positive_logits`, the same loss against the teacher's
   view of a neighbouring utterance), backward; on the last micro-batch of a step an optimiser step on the student
   and an EMA step of the teacher;
 * `TrainingLog`: the statistics of a step to the progress bar, TensorBoard and `metrics.jsonl`;
@@ -47,7 +47,7 @@ from .lock import OutputDirLock, on_main_process
 from .monitor import CollapseMonitor, dino_statistics
 from .schedules import DinoSchedules
 from .setup import Evaluator, begin_run, build_training_dataset, open_run
-from .ssps import PositiveQueue
+from .ssps import PositiveQueue, pseudo_positive_logits
 from .threads import current_governor
 
 __all__ = [
@@ -590,20 +590,6 @@ def regularizer_term(regularizer: Optional[nn.Module], views_of: Sequence[torch.
     return torch.stack([regularizer(v) for v in views_of]).mean()
 
 
-def pseudo_positive_logits(
-    run: DinoRun, teacher_logits: torch.Tensor, teacher_embeddings: torch.Tensor, utterance: torch.Tensor, step: int
-) -> Tuple[torch.Tensor, torch.Tensor]:
-    """SSPS: the teacher head's logits `(V_t * B, K)` of a pseudo-positive for each teacher view (an anchor view
-    without one keeps its own `teacher_logits`), and the mean cosine between the views and their positives."""
-    views = teacher_embeddings.shape[0] // utterance.shape[0]
-    generator = torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + step)
-    positives, found, cosine = run.positive_queue.sample(teacher_embeddings, utterance.repeat(views), generator)
-    with torch.no_grad():
-        logits = run.teacher.model.dino_head(positives.to(teacher_embeddings.dtype))
-    logits = torch.where(found[:, None], logits.to(teacher_logits.dtype), teacher_logits)
-    return logits, cosine[found].mean() if found.any() else cosine.new_zeros(())
-
-
 def train_step(
     run: DinoRun,
     global_crops: torch.Tensor,
@@ -627,15 +613,23 @@ def train_step(
             loss = run.dino_loss(student_logits, teacher_logits, temperature)
             ssps = ssps_similarity = None
             queue = run.positive_queue
-            if queue is not None and utterance is None:
-                raise ValueError("dino.ssps_weight > 0 needs the pool index of each utterance in the batch")
-            if queue is not None and step >= run.schedules.ssps_start_step:
-                positive_logits, ssps_similarity = pseudo_positive_logits(
-                    run, teacher_logits, teacher_embeddings, utterance, step
-                )
-                ssps = run.dino_loss(student_logits, positive_logits, temperature)
-                weight = run.cfg.dino.ssps_weight
-                loss = (1.0 - weight) * loss + weight * ssps
+            if queue is not None:
+                if utterance is None:
+                    raise ValueError("dino.ssps_weight > 0 needs the pool index of each utterance in the batch")
+                # view-major, like the teacher's views
+                view_utterance = utterance.repeat(teacher_embeddings.shape[0] // utterance.shape[0])
+                if step >= run.schedules.ssps_start_step:
+                    positive_logits, ssps_similarity = pseudo_positive_logits(
+                        queue,
+                        run.teacher.model.dino_head,
+                        teacher_logits,
+                        teacher_embeddings,
+                        view_utterance,
+                        torch.Generator().manual_seed(run.cfg.seed * 1_000_003 + step),
+                    )
+                    ssps = run.dino_loss(student_logits, positive_logits, temperature)
+                    weight = run.cfg.dino.ssps_weight
+                    loss = (1.0 - weight) * loss + weight * ssps
             # per global view, as DINOv2 does for KoLeo: each view's batch is spread on its own
             views_of = student_embeddings[: global_crops.shape[0]].chunk(run.cfg.data.crops.n_global)
             koleo = regularizer_term(run.koleo, views_of)
@@ -649,7 +643,7 @@ def train_step(
         accelerator.backward(loss / optim.grad_accum)
     run.dino_loss.update_center(teacher_logits, all_reduce=mean_over_processes)
     if queue is not None:  # after the sampling: a batch is never among its own candidates
-        queue.push(teacher_embeddings.float(), utterance.repeat(teacher_embeddings.shape[0] // utterance.shape[0]))
+        queue.push(teacher_embeddings.float(), view_utterance)
     out = StepOutput(
         step,
         loss,

@@ -14,13 +14,13 @@ pseudo-positives than the uninterrupted one would (a single process resumes bit 
 
 from __future__ import annotations
 
-from typing import Tuple
+from typing import Callable, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["PositiveQueue"]
+__all__ = ["PositiveQueue", "pseudo_positive_logits"]
 
 
 class PositiveQueue(nn.Module):
@@ -92,3 +92,29 @@ class PositiveQueue(nn.Module):
         found = torch.isfinite(top[:, -1])  # the k-th nearest exists: all k draws are real entries
         positives = torch.where(found[:, None], self.embeddings[chosen], torch.zeros_like(self.embeddings[chosen]))
         return positives, found, torch.where(found, cosine, torch.zeros_like(cosine))
+
+
+def pseudo_positive_logits(
+    queue: PositiveQueue,
+    head: Callable[[torch.Tensor], torch.Tensor],
+    teacher_logits: torch.Tensor,
+    teacher_embeddings: torch.Tensor,
+    utterance: torch.Tensor,
+    generator: torch.Generator | None = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The teacher `head`'s logits `(V_t * B, K)` of a pseudo-positive for each teacher view, and the mean cosine
+    between the views and their positives.
+
+    Args:
+        queue: the memory queue the pseudo-positives are drawn from.
+        head: the teacher's DINO head (embeddings -> logits).
+        teacher_logits: `(V_t * B, K)` the views' own logits, kept for a view without a pseudo-positive.
+        teacher_embeddings: `(V_t * B, D)` the views' embeddings, the queries.
+        utterance: `(V_t * B,)` the pool index of each view's utterance.
+        generator: see `PositiveQueue.sample`.
+    """
+    positives, found, cosine = queue.sample(teacher_embeddings, utterance, generator)
+    with torch.no_grad():
+        logits = head(positives.to(teacher_embeddings.dtype))
+    logits = torch.where(found[:, None], logits.to(teacher_logits.dtype), teacher_logits)
+    return logits, cosine[found].mean() if found.any() else cosine.new_zeros(())
