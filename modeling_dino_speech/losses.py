@@ -178,10 +178,13 @@ class AAMSoftmax(nn.Module):
         return cos
 
     def forward(self, embeddings: torch.Tensor, labels: Optional[torch.Tensor] = None):
-        """Returns `(logits, loss)`; loss is None without labels."""
+        """Returns `(logits, loss)`; loss is None without labels. A negative label marks a row without a class
+        (e.g. an utterance the clustering left out): no margin, no part in the loss."""
         cos = self.cosine(embeddings)
         if labels is None:
             return self.scale * cos, None
+        if not bool((labels >= 0).any()):
+            raise ValueError("AAMSoftmax: every label of the batch is negative (no row has a class)")
         cos = cos.clamp(-1 + 1e-7, 1 - 1e-7)
         sin = torch.sqrt(1.0 - cos.pow(2))
         cos_m, sin_m = math.cos(self.margin), math.sin(self.margin)
@@ -190,6 +193,6 @@ class AAMSoftmax(nn.Module):
         with_margin = torch.where(
             cos > math.cos(math.pi - self.margin), with_margin, cos - math.sin(math.pi - self.margin) * self.margin
         )
-        one_hot = F.one_hot(labels, self.num_labels).to(cos.dtype)
+        one_hot = F.one_hot(labels.clamp(min=0), self.num_labels).to(cos.dtype) * (labels >= 0).unsqueeze(-1)
         logits = self.scale * (one_hot * with_margin + (1.0 - one_hot) * cos)
-        return logits, F.cross_entropy(logits, labels)
+        return logits, F.cross_entropy(logits, labels.clamp(min=-1), ignore_index=-1)

@@ -231,7 +231,8 @@ class DinoSpeechForXVector(DinoSpeechPreTrainedModel):
         Args:
             input_features: `(batch, frames, num_mel_bins)`.
             attention_mask: `(batch, frames)`.
-            labels: `(batch,)` class indices in `[0, num_labels)`.
+            labels: `(batch,)` class indices in `[0, num_labels)`; a negative one marks a row without a class, left
+                out of the loss (its embedding is still returned).
         """
         base = self.dino_speech(input_features, attention_mask)
         logits, loss = self.classifier(base.embeddings, labels)

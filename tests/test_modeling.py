@@ -140,6 +140,24 @@ def test_xvector_loss_decreases_on_separable_toy_problem():
         assert (model(feats).logits.argmax(-1) == labels).float().mean() == 1.0
 
 
+def test_aam_softmax_leaves_rows_without_a_class_out_of_the_loss():
+    from modeling_dino_speech.losses import AAMSoftmax
+
+    torch.manual_seed(0)
+    aam = AAMSoftmax(8, 3, margin=0.3, scale=10.0)
+    embeddings = torch.randn(6, 8)
+    labels = torch.tensor([0, 2, -1, 1, -1, 2])
+    logits, loss = aam(embeddings, labels)
+    kept = labels >= 0
+    kept_logits, kept_loss = aam(embeddings[kept], labels[kept])
+    torch.testing.assert_close(loss, kept_loss)
+    torch.testing.assert_close(logits[kept], kept_logits)
+    # the unlabelled rows get the plain scaled cosines, no margin anywhere
+    torch.testing.assert_close(logits[~kept], 10.0 * aam.cosine(embeddings[~kept]))
+    with pytest.raises(ValueError, match="every label of the batch is negative"):
+        aam(embeddings, torch.full((6,), -1))
+
+
 def test_pretraining_head_shapes_and_fixed_norm(tiny_config):
     model = DinoSpeechForPreTraining(tiny_config)
     out = model(torch.randn(3, 40, 80))

@@ -237,3 +237,47 @@ def test_restart_from_dino_trains_later_rounds_from_the_dino_export(tmp_path):
         assert not any(k.startswith("whitening.") for k in weights)
         reference = expected.state_dict()
         assert all(torch.equal(v, reference[k]) for k, v in weights.items()), (restart, round_index)
+
+
+@pytest.mark.slow
+def test_dino_anchor_holds_the_round_near_the_dino_export_on_the_whole_pool(tmp_path):
+    import csv
+
+    import numpy as np
+
+    from modeling_dino_speech import DinoSpeechFeatureExtractor, DinoSpeechModel
+    from modeling_dino_speech.inference import embed_files
+
+    manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=8, seconds=(1.2, 2.0))
+    init = tiny_dino_export(tmp_path / "dino_final")
+    with open(manifest, newline="") as handle:
+        paths = [str(manifest.parent / row["path"]) for row in csv.DictReader(handle)]
+    fe = DinoSpeechFeatureExtractor.from_pretrained(init)
+
+    def embed(folder: Path) -> np.ndarray:
+        values = embed_files(DinoSpeechModel.from_pretrained(folder).eval(), fe, paths, progress=False)
+        return values / np.linalg.norm(values, axis=1, keepdims=True)
+
+    dino = embed(init)
+    similarity = {}
+    for weight in (0.0, 100.0):
+        out = tmp_path / f"anchor_{weight:g}"
+        args = pseudo_label_command(
+            manifest,
+            init,
+            out,
+            "rounds=1",
+            "dino_weight=0.0",
+            "export.whitening=false",
+            "eval.trials=null",
+            "supervised.lr=0.01",
+            f"supervised.dino_anchor_weight={weight}",
+            "supervised.anchor_batch_size=4",
+        )
+        result = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=900)
+        assert result.returncode == 0, result.stderr[-4000:]
+        report = json.loads((out / "round_1" / "report.json").read_text())
+        assert ("train_anchor" in report) == (weight > 0)
+        similarity[weight] = float(np.mean(np.sum(embed(out / "round_1" / "final") * dino, axis=1)))
+    # the AAM-softmax steps move the network; the anchor keeps every file's embedding close to DINO's
+    assert similarity[100.0] > similarity[0.0] + 0.02, similarity

@@ -64,6 +64,14 @@ class SupervisedConfig:
     scale: float = 30.0
     subcenters: int = 1
     crop_seconds: float = 3.0
+    dino_anchor_weight: float = 0.0
+    """Weight of a term that holds the embedding of every pool utterance near the DINO export's (`init`, without
+    its whitening): the mean of `1 - cos(embedding, DINO embedding)` of the same augmented crop, over the
+    clustered batch and a batch of `anchor_batch_size` utterances drawn from the whole pool, clustered or not.
+    The clusters hold a part of the pool; the term keeps the round from forgetting what DINO learned about the
+    rest (feature distillation towards the starting network). 0: the AAM-softmax loss alone."""
+    anchor_batch_size: int = 32
+    """Utterances of the whole pool per step for `dino_anchor_weight` (0: the clustered batch alone)."""
 
     def __post_init__(self) -> None:
         check_ranges(
@@ -83,6 +91,8 @@ class SupervisedConfig:
                 "scale": above(0),
                 "subcenters": at_least(1, integer=True),
                 "crop_seconds": above(0),
+                "dino_anchor_weight": at_least(0),
+                "anchor_batch_size": at_least(0, integer=True),
             },
         )
 
@@ -228,8 +238,11 @@ def train_on_pseudo_labels(
     labels: np.ndarray,
     cfg: PseudoLabelConfig,
     round_index: int,
+    pool_paths: Optional[List[str]] = None,
 ) -> Dict[str, float]:
     """Train `model` (a `DinoSpeechForXVector`) on `labels` for `paths`; returns the last logged scalars.
+    `pool_paths`, the whole pool, is where `supervised.dino_anchor_weight`'s extra batches come from (default:
+    `paths`).
 
     Raises:
         StoppedBetweenSteps: after the step in progress when Ctrl-C or SIGTERM arrived (`training.interrupt`).
@@ -254,29 +267,38 @@ def train_on_pseudo_labels(
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped = accelerator.unwrap_model(model)
     lr = cosine_scheduler(sup.lr, sup.min_lr, max(sup.steps, 1), sup.warmup_steps)
+    anchor = frozen_dino_export(cfg.init, accelerator.device) if sup.dino_anchor_weight > 0 else None
+    if anchor is not None:
+        from .dino import freeze_batchnorm_statistics
 
-    def loader(epoch: int):
-        return build_multicrop_dataloader(
-            paths,
-            crop,
-            augment,
-            feature_extractor,
-            batch_size=micro_batch,
-            num_workers=cfg.data.num_workers,
-            seed=cfg.seed + 1000 * round_index,
-            epoch=epoch,
-            num_replicas=world,
-            rank=accelerator.process_index,
-        )
+        # like DINO's teacher: batch statistics, as the network it is compared with has in training
+        anchor.train()
+        freeze_batchnorm_statistics(anchor)
+    pool_batch = max(sup.anchor_batch_size // world, 1) if anchor is not None and sup.anchor_batch_size else 0
 
-    def batches():
+    def batches(chosen: List[str], batch_size: int, stream: int):
+        """Endless batches of `chosen`, epoch after epoch; `stream` keeps two loaders' orders apart."""
         epoch = 0
         while True:
-            yield from loader(epoch)
+            yield from build_multicrop_dataloader(
+                chosen,
+                crop,
+                augment,
+                feature_extractor,
+                batch_size=batch_size,
+                num_workers=cfg.data.num_workers,
+                seed=cfg.seed + 1000 * round_index + 500 * stream,
+                epoch=epoch,
+                num_replicas=world,
+                rank=accelerator.process_index,
+            )
             epoch += 1
 
+    pool_batches = batches(pool_paths or paths, pool_batch, 1) if pool_batch else None
+
     def train_step(step: int, batch: Dict[str, Any]):
-        """Optimiser step `step` (from 0); returns the model's output and the batch's labels."""
+        """Optimiser step `step` (from 0); returns the model's output, the batch's labels (-1: a whole-pool
+        utterance without one) and the anchor term (None without `dino_anchor_weight`)."""
         head_only = step < sup.head_steps
         # requires_grad stays on everywhere (DDP needs a fixed set of parameters); the frozen stage just
         # gives the backbone no learning rate and no statistics updates.
@@ -284,25 +306,43 @@ def train_on_pseudo_labels(
         optimizer.param_groups[0]["lr"] = sup.head_lr if head_only else float(lr[step - sup.head_steps])
         optimizer.param_groups[1]["lr"] = 0.0 if head_only else float(lr[step - sup.head_steps])
         unwrapped.classifier.margin = sup.margin * min(1.0, step / max(sup.margin_warmup_steps, 1))
-        feats = batch["global_features"][0].to(accelerator.device)
-        target = labels_t[batch["index"]].to(accelerator.device)
+        feats = batch["global_features"][0]
+        target = labels_t[batch["index"]]
+        # the head-only steps cannot move the backbone, so they need no anchor
+        anchored = anchor is not None and not head_only
+        if anchored and pool_batches is not None:
+            extra = next(pool_batches)["global_features"][0]
+            feats = torch.cat([feats, extra])
+            target = torch.cat([target, torch.full((extra.shape[0],), -1, dtype=target.dtype)])
+        feats, target = feats.to(accelerator.device), target.to(accelerator.device)
+        anchor_term = None
         with accelerator.autocast():
             out = model(input_features=feats, labels=target)
-        accelerator.backward(out.loss)
+            loss = out.loss
+            if anchored:
+                with torch.no_grad():
+                    reference = anchor(feats).embeddings.float()
+                similarity = torch.nn.functional.cosine_similarity(out.embeddings.float(), reference, dim=-1)
+                anchor_term = (1.0 - similarity).mean()
+                loss = loss + sup.dino_anchor_weight * anchor_term
+        accelerator.backward(loss)
         if sup.clip_grad:
             accelerator.clip_grad_norm_(model.parameters(), sup.clip_grad)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        return out, target
+        return out, target, anchor_term
 
-    def log(done: int, out, target) -> Dict[str, float]:
-        accuracy = (out.logits.argmax(-1) == target).float().mean()
+    def log(done: int, out, target, anchor_term) -> Dict[str, float]:
+        labelled = target >= 0
+        accuracy = (out.logits[labelled].argmax(-1) == target[labelled]).float().mean()
         stats = {
             "loss": float(accelerator.reduce(out.loss.detach().float(), "mean")),
             "accuracy": float(accelerator.reduce(accuracy, "mean")),
             "margin": unwrapped.classifier.margin,
             "lr": optimizer.param_groups[1]["lr"],
         }
+        if anchor_term is not None:
+            stats["anchor"] = float(accelerator.reduce(anchor_term.detach(), "mean"))
         progress.set_postfix(loss=f"{stats['loss']:.3f}", acc=f"{stats['accuracy']:.2f}")
         accelerator.log({f"round_{round_index}/{k}": v for k, v in stats.items()}, step=done)
         return stats
@@ -318,11 +358,11 @@ def train_on_pseudo_labels(
     stop = GracefulStop()
     stop.install()
     try:
-        for done, batch in zip(range(1, total + 1), batches()):
-            out, target = train_step(done - 1, batch)
+        for done, batch in zip(range(1, total + 1), batches(paths, micro_batch, 0)):
+            out, target, anchor_term = train_step(done - 1, batch)
             progress.update(1)
             if done % cfg.log_every == 0 or done == total:
-                stats = log(done, out, target)
+                stats = log(done, out, target, anchor_term)
             if stop.requested(accelerator):
                 progress.close()
                 accelerator.print(
@@ -335,6 +375,16 @@ def train_on_pseudo_labels(
         progress.close()
     unwrapped.classifier.margin = sup.margin
     return stats
+
+
+def frozen_dino_export(dino_export: Union[str, Path], device: torch.device):
+    """The DINO export without its whitening, frozen in eval mode: what `dino_weight` averages with and what
+    `supervised.dino_anchor_weight` holds the embeddings near."""
+    from ..modeling_dino_speech import DinoSpeechModel
+
+    anchor = DinoSpeechModel.from_pretrained(dino_export).to(device).eval()
+    anchor.set_embedding_whitening(None)
+    return anchor.requires_grad_(False)
 
 
 def starting_weights(cfg: PseudoLabelConfig, r: int, current: Path, embedder) -> tuple[Path, Dict[str, torch.Tensor]]:
@@ -353,11 +403,9 @@ def starting_weights(cfg: PseudoLabelConfig, r: int, current: Path, embedder) ->
 def ensemble_with_dino(model, dino_export: Union[str, Path], dino_weight: float) -> None:
     """`model` (a `DinoSpeechModel`, unwhitened) <- `(1 - dino_weight) * model + dino_weight * DINO`, the DINO
     export's whitening left out (see `PseudoLabelConfig.dino_weight`)."""
-    from ..modeling_dino_speech import DinoSpeechModel
     from .dino import ema_update
 
-    dino = DinoSpeechModel.from_pretrained(dino_export).to(next(model.parameters()).device)
-    dino.set_embedding_whitening(None)
+    dino = frozen_dino_export(dino_export, next(model.parameters()).device)
     ours = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     theirs = {k: tuple(v.shape) for k, v in dino.state_dict().items()}
     if ours != theirs:
@@ -434,7 +482,7 @@ def run_round(
     model.dino_speech.load_state_dict(weights)
     del embedder
     stats = train_on_pseudo_labels(
-        accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r
+        accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r, paths
     )
     model = accelerator.unwrap_model(model).eval()
     if cfg.dino_weight > 0:
@@ -452,6 +500,7 @@ def run_round(
         },
         "train_loss": stats.get("loss"),
         "train_accuracy": stats.get("accuracy"),
+        **({"train_anchor": stats["anchor"]} if "anchor" in stats else {}),
         "dino_weight": cfg.dino_weight,
     }
     if cfg.export.whitening and accelerator.is_main_process:
