@@ -69,7 +69,8 @@ class SupervisedConfig:
     its whitening): the mean of `1 - cos(embedding, DINO embedding)` of the same augmented crop, over the
     clustered batch and a batch of `anchor_batch_size` utterances drawn from the whole pool, clustered or not.
     The clusters hold a part of the pool; the term keeps the round from forgetting what DINO learned about the
-    rest (feature distillation towards the starting network). 0: the AAM-softmax loss alone."""
+    rest (feature distillation towards the starting network). 0: the AAM-softmax loss alone. On the demo pool it
+    did not lower the real voices' EER (benchmarks/RESULTS.md, section 10)."""
     anchor_batch_size: int = 32
     """Utterances of the whole pool per step for `dino_anchor_weight` (0: the clustered batch alone)."""
 
