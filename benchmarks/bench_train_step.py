@@ -16,6 +16,7 @@ Usage (about 5 minutes on 2 shared cores):
     .venv/bin/python benchmarks/bench_train_step.py
     .venv/bin/python benchmarks/bench_train_step.py --paper-batch 8 --steps 3
     .venv/bin/python benchmarks/bench_train_step.py --device cuda --paper-batch 96 --threads 8
+    .venv/bin/python benchmarks/bench_train_step.py --recipes demo --precisions fp32 bf16 bf16 fp32 --before ''
 """
 
 from __future__ import annotations
@@ -33,8 +34,9 @@ VOXCELEB2_DEV_UTTERANCES = 1_092_009
 RECIPES = {"demo": ROOT / "configs" / "demo.yaml", "paper": ROOT / "configs" / "paper_lresnet34.yaml"}
 
 
-def run_worker(recipe: str, batch: int, steps: int, threads: int, device: str) -> dict:
-    """Time `steps` training steps (after one warm-up step) of `recipe` at `batch` utterances per step."""
+def run_worker(recipe: str, batch: int, steps: int, threads: int, device: str, precision: str = "fp32") -> dict:
+    """Time `steps` training steps (after one warm-up step) of `recipe` at `batch` utterances per step; `precision`
+    `bf16` runs the forward passes and the loss under bf16 autocast, as `mixed_precision: bf16` does."""
     from modeling_dino_speech import DinoSpeechConfig, DinoSpeechFeatureExtractor, DinoSpeechForPreTraining
     from modeling_dino_speech.losses import DINOLoss
     from modeling_dino_speech.training.config import DinoTrainConfig, load_config
@@ -78,10 +80,11 @@ def run_worker(recipe: str, batch: int, steps: int, threads: int, device: str) -
     rss_setup = peak_rss_mb()
 
     def step() -> float:
-        with torch.no_grad():
-            teacher_logits, _ = teacher([global_crops])
-        student_logits, _ = student(student_crops)
-        loss = dino_loss(student_logits, teacher_logits, cfg.dino.teacher_temperature)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            with torch.no_grad():
+                teacher_logits, _ = teacher([global_crops])
+            student_logits, _ = student(student_crops)
+            loss = dino_loss(student_logits, teacher_logits, cfg.dino.teacher_temperature)
         loss.backward()
         if cfg.optim.clip_grad:
             torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.optim.clip_grad)
@@ -108,6 +111,7 @@ def run_worker(recipe: str, batch: int, steps: int, threads: int, device: str) -
         "cuda_peak_mb": torch.cuda.max_memory_allocated() / 2**20 if dev.type == "cuda" else None,
         "threads": threads,
         "device": device,
+        "precision": precision,
     }
 
 
@@ -160,11 +164,19 @@ def main() -> None:
     parser.add_argument("--before", default="5e135be", help="git commit to compare the model code with ('' = skip)")
     parser.add_argument("--rounds", type=int, default=3, help="rounds of the before/after comparison")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument(
+        "--precisions",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16"],
+        help="each recipe at each of these (bf16: autocast, as mixed_precision: bf16), one worker each, in turn",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     parser.add_argument("--batch", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(run_worker(args.worker, args.batch, args.steps, args.threads, args.device)))
+        print(json.dumps(run_worker(args.worker, args.batch, args.steps, args.threads, args.device, args.precision)))
         return
 
     from modeling_dino_speech.training.config import DinoTrainConfig, load_config
@@ -182,25 +194,28 @@ def main() -> None:
             recipe_threads = apply_num_threads("auto").threads
         threads = args.threads or recipe_threads or 2
         plan.append((recipe, batch, threads))
-        command = [
-            sys.executable,
-            __file__,
-            "--worker",
-            recipe,
-            "--batch",
-            str(batch),
-            "--steps",
-            str(args.steps),
-            "--threads",
-            str(threads),
-            "--device",
-            args.device,
-        ]
-        done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
-        if done.returncode != 0:
-            print(f"{recipe}: the worker failed:\n{done.stderr[-3000:]}")
-            continue
-        results.append(json.loads(done.stdout.strip().splitlines()[-1]))
+        for precision in args.precisions:
+            command = [
+                sys.executable,
+                __file__,
+                "--worker",
+                recipe,
+                "--batch",
+                str(batch),
+                "--steps",
+                str(args.steps),
+                "--threads",
+                str(threads),
+                "--device",
+                args.device,
+                "--precision",
+                precision,
+            ]
+            done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+            if done.returncode != 0:
+                print(f"{recipe} ({precision}): the worker failed:\n{done.stderr[-3000:]}")
+                continue
+            results.append(json.loads(done.stdout.strip().splitlines()[-1]))
 
     rows = []
     for r in results:
@@ -209,6 +224,7 @@ def main() -> None:
             [
                 r["recipe"],
                 r["model"],
+                r["precision"],
                 r["threads"],
                 f"{r['params_m']:.1f}M",
                 r["crops"],
@@ -231,6 +247,7 @@ def main() -> None:
             [
                 "recipe",
                 "backbone",
+                "precision",
                 "threads",
                 "student params",
                 "crops / utterance",
@@ -249,7 +266,7 @@ def main() -> None:
     print(f"\nOne epoch of VoxCeleb2 dev ({VOXCELEB2_DEV_UTTERANCES:,} utterances) at the measured rate:")
     for r in results:
         print(
-            f"  {r['recipe']}: {hours(r['utts_per_s'])} on this {r['device'].upper()} "
+            f"  {r['recipe']} ({r['precision']}): {hours(r['utts_per_s'])} on this {r['device'].upper()} "
             f"({r['utts_per_s']:.2f} utterances/s at batch {r['batch']})"
         )
     if args.device == "cpu" and args.before:
