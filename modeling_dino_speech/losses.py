@@ -183,7 +183,8 @@ class AAMSoftmax(nn.Module):
         cos = self.cosine(embeddings)
         if labels is None:
             return self.scale * cos, None
-        if not bool((labels >= 0).any()):
+        labelled = labels >= 0
+        if not bool(labelled.any()):
             raise ValueError("AAMSoftmax: every label of the batch is negative (no row has a class)")
         cos = cos.clamp(-1 + 1e-7, 1 - 1e-7)
         sin = torch.sqrt(1.0 - cos.pow(2))
@@ -193,6 +194,6 @@ class AAMSoftmax(nn.Module):
         with_margin = torch.where(
             cos > math.cos(math.pi - self.margin), with_margin, cos - math.sin(math.pi - self.margin) * self.margin
         )
-        one_hot = F.one_hot(labels.clamp(min=0), self.num_labels).to(cos.dtype) * (labels >= 0).unsqueeze(-1)
+        one_hot = F.one_hot(labels.clamp(min=0), self.num_labels).to(cos.dtype) * labelled.unsqueeze(-1)
         logits = self.scale * (one_hot * with_margin + (1.0 - one_hot) * cos)
-        return logits, F.cross_entropy(logits, labels.clamp(min=-1), ignore_index=-1)
+        return logits, F.cross_entropy(logits, labels.masked_fill(~labelled, -1), ignore_index=-1)
