@@ -90,6 +90,12 @@ class DINOLoss(nn.Module):
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1 - self.center_momentum)
 
 
+def full_precision(tensor: torch.Tensor) -> torch.autocast:
+    """Autocast switched off on `tensor`'s device, for the sums these losses take over products of unit vectors:
+    in bf16 a cosine near 1 or a covariance entry keeps only about three significant digits."""
+    return torch.autocast(device_type=tensor.device.type, enabled=False)
+
+
 class _CollapseRegularizer(nn.Module):
     """What the regularisers against dimensional collapse share: they score a batch of L2-normalised
     embeddings, so they need at least two of them."""
@@ -118,15 +124,16 @@ class KoLeoLoss(_CollapseRegularizer):
     name = "KoLeo"
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """`(N, D)` embeddings (N >= 2) -> scalar."""
+        """`(N, D)` embeddings (N >= 2) -> scalar, in float32 under autocast too."""
         x = self.unit_rows(embeddings)
-        with torch.no_grad():
-            # The nearest neighbour by cosine (the largest dot product), the sample itself excluded.
-            similarity = x @ x.T
-            similarity.fill_diagonal_(-2.0)
-            nearest = similarity.argmax(dim=1)
-        distances = (x - x[nearest]).norm(dim=-1)
-        return -torch.log(distances + self.eps).mean()
+        with full_precision(x):
+            with torch.no_grad():
+                # The nearest neighbour by cosine (the largest dot product), the sample itself excluded.
+                similarity = x @ x.T
+                similarity.fill_diagonal_(-2.0)
+                nearest = similarity.argmax(dim=1)
+            distances = (x - x[nearest]).norm(dim=-1)
+            return -torch.log(distances + self.eps).mean()
 
 
 class DimensionRegularization(_CollapseRegularizer):
@@ -144,12 +151,13 @@ class DimensionRegularization(_CollapseRegularizer):
     name = "dimension regularisation"
 
     def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """`(N, D)` embeddings (N >= 2) -> scalar."""
+        """`(N, D)` embeddings (N >= 2) -> scalar, in float32 under autocast too."""
         x = self.unit_rows(embeddings)
-        x = x - x.mean(dim=0, keepdim=True)
-        covariance = x.T @ x / (x.shape[0] - 1)
-        participation = torch.diagonal(covariance).sum() ** 2 / (covariance.square().sum() + self.eps)
-        return torch.log(x.shape[1] / (participation + self.eps))
+        with full_precision(x):
+            x = x - x.mean(dim=0, keepdim=True)
+            covariance = x.T @ x / (x.shape[0] - 1)
+            participation = torch.diagonal(covariance).sum() ** 2 / (covariance.square().sum() + self.eps)
+            return torch.log(x.shape[1] / (participation + self.eps))
 
 
 class AAMSoftmax(nn.Module):
@@ -171,8 +179,10 @@ class AAMSoftmax(nn.Module):
         self.weight = nn.Parameter(torch.empty(num_labels * subcenters, embedding_size))
 
     def cosine(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """`(B, D)` -> `(B, num_labels)` cosine to the nearest sub-centre of each class."""
-        cos = F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
+        """`(B, D)` -> `(B, num_labels)` cosine to the nearest sub-centre of each class, in float32 under autocast
+        too (the margin is a small shift of a cosine near 1)."""
+        with full_precision(embeddings):
+            cos = F.linear(F.normalize(embeddings.float(), dim=-1), F.normalize(self.weight.float(), dim=-1))
         if self.subcenters > 1:
             cos = cos.view(-1, self.num_labels, self.subcenters).amax(dim=-1)
         return cos

@@ -177,3 +177,19 @@ def test_feature_extractor_to_embedding_end_to_end(tiny_config):
         emb = model(**batch).embeddings
         alone = model(**fe(waves[1], sampling_rate=16000, return_tensors="pt")).embeddings
     torch.testing.assert_close(emb[1:], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_aam_softmax_computes_its_cosines_in_float32_under_bf16_autocast():
+    """The margin shifts cosines near 1, where bf16 keeps about three digits: the loss must not depend on autocast."""
+    from modeling_dino_speech.losses import AAMSoftmax
+
+    head = AAMSoftmax(embedding_size=16, num_labels=5)
+    torch.nn.init.normal_(head.weight, generator=torch.Generator().manual_seed(1))
+    embeddings = torch.randn(12, 16, generator=torch.Generator().manual_seed(2))
+    labels = torch.arange(12) % 5
+    logits, loss = head(embeddings, labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits_autocast, loss_autocast = head(embeddings, labels)
+    assert logits_autocast.dtype == torch.float32
+    assert torch.allclose(logits_autocast, logits, atol=1e-5)
+    assert torch.allclose(loss_autocast, loss, atol=1e-6)

@@ -93,3 +93,15 @@ def test_dimension_regularization_is_zero_for_an_even_spread_and_log_d_for_a_lin
     assert reg((x - 0.5 * x.grad).detach()) < reg(uneven)
     with pytest.raises(ValueError, match="two embeddings"):
         reg(torch.randn(1, 4))
+
+
+@pytest.mark.parametrize("loss", [KoLeoLoss(), DimensionRegularization()], ids=["koleo", "dimension_reg"])
+def test_collapse_regularizers_compute_in_float32_under_bf16_autocast(loss):
+    """Under autocast a plain matmul runs in bf16 and rounds each covariance entry or cosine to about three
+    digits; the regularisers must give their float32 value, as under the recipe's `mixed_precision: bf16`."""
+    embeddings = torch.randn(64, 192, generator=torch.Generator().manual_seed(0), requires_grad=True)
+    reference = loss(embeddings)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = loss(embeddings)
+    assert under_autocast.dtype == torch.float32
+    assert torch.allclose(under_autocast, reference, rtol=1e-6, atol=1e-7)
