@@ -164,3 +164,25 @@ def test_shipped_recipes_load(name):
 
     cfg = load_config(DinoTrainConfig, Path(__file__).resolve().parents[1] / "configs" / f"{name}.yaml")
     DinoSpeechConfig(**cfg.model)
+
+
+@pytest.mark.parametrize(
+    "cuda, cuda_bf16, cpu_bf16, expected",
+    [
+        (False, False, False, "no"),
+        (False, False, True, "bf16"),
+        (True, True, False, "bf16"),
+        (True, False, True, "fp16"),
+    ],
+)
+def test_auto_mixed_precision_takes_bf16_where_the_hardware_computes_it(
+    monkeypatch, cuda, cuda_bf16, cpu_bf16, expected
+):
+    from modeling_dino_speech.training import setup
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: cuda_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_bf16, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert setup.resolve_mixed_precision("auto") == expected
+    assert setup.resolve_mixed_precision("no") == "no"  # an explicit choice is kept

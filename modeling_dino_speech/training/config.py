@@ -226,7 +226,8 @@ class DinoTrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     mixed_precision: str = "auto"
-    """`auto` (bf16 on a GPU that supports it, else fp16 on GPU, none on CPU), `no`, `fp16`, `bf16`."""
+    """`auto` (bf16 where the hardware computes it: a GPU that supports it, or a CPU with AVX-512 BF16 or AMX; else
+    fp16 on a GPU, none on a CPU), `no`, `fp16`, `bf16`."""
     num_threads: Union[int, str] = 0
     """torch intra-op threads per process (0: leave torch's default; `auto`: the cores the rest of the machine
     leaves free, re-evaluated during training, see `training.threads`)."""
