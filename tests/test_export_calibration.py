@@ -34,6 +34,7 @@ def test_dino_export_records_its_threshold_and_the_evaluations_during_training(c
     assert record["trials"] == "trials" and record["num_trials"] == 276 and record["operating_point"] == "eer"
     summary = json.loads((final / "training_summary.json").read_text())
     assert [e["step"] for e in summary["evaluations"]] == [2, 4]
+    assert summary["mixed_precision"] == "no"  # the precision the run trained in, as resolved
     card = (final / "README.md").read_text()
     assert f"at least **{record['threshold']:.4f}**" in card and "No evaluation results" not in card
     assert "Evaluations during training" in card and "| 4 | " in card

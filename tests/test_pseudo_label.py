@@ -93,6 +93,7 @@ def test_two_rounds_from_a_dino_export(tmp_path):
         report = json.loads((round_dir / "report.json").read_text())
         assert report["clusters"] == 4
         assert 0 < report["kept_fraction"] <= 1
+        assert report["mixed_precision"] == "no"  # the precision the round trained in, as resolved
         for key in ("purity", "nmi", "ari", "eer"):
             assert key in report, key
         clustering = json.loads((round_dir / "clustering_report.json").read_text())

@@ -917,6 +917,8 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
             "steps": state.global_step,
             "epochs": state.epoch,
             "skipped_files": state.num_skipped,
+            # what `mixed_precision: auto` became on this machine (it depends on the CPU or GPU)
+            "mixed_precision": accelerator.mixed_precision,
             **monitored,
         }
         embedding_model = None

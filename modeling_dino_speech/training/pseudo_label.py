@@ -493,6 +493,7 @@ def run_round(
         "clusters": int(result.n_clusters),
         "kept_fraction": report["kept_fraction"],
         "similarity_threshold": result.stages.get("similarity_threshold"),
+        "mixed_precision": accelerator.mixed_precision,
         **{k: report[k] for k in ("purity", "inverse_purity", "nmi", "ari") if k in report},
         **{
             f"{name}_{k}": part[k]
