@@ -98,7 +98,8 @@ def full_precision(tensor: torch.Tensor) -> torch.autocast:
 
 class _CollapseRegularizer(nn.Module):
     """What the regularisers against dimensional collapse share: they score a batch of L2-normalised
-    embeddings, so they need at least two of them."""
+    embeddings, so they need at least two of them, and they score it in float32, under autocast too. A
+    subclass gives the score as `penalty`."""
 
     #: the regulariser's name in the error for a batch of one
     name = "a collapse regulariser"
@@ -107,11 +108,17 @@ class _CollapseRegularizer(nn.Module):
         super().__init__()
         self.eps = eps
 
-    def unit_rows(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """`(N, D)` embeddings -> the same rows L2-normalised, in float32; refuses N < 2."""
+    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
+        """`(N, D)` embeddings (N >= 2) -> scalar, in float32 under autocast too."""
         if embeddings.shape[0] < 2:
             raise ValueError(f"{self.name} needs at least two embeddings in a batch")
-        return F.normalize(embeddings.float(), dim=-1, eps=self.eps)
+        x = F.normalize(embeddings.float(), dim=-1, eps=self.eps)
+        with full_precision(x):
+            return self.penalty(x)
+
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        """`(N, D)` L2-normalised float32 rows -> scalar."""
+        raise NotImplementedError
 
 
 class KoLeoLoss(_CollapseRegularizer):
@@ -123,17 +130,14 @@ class KoLeoLoss(_CollapseRegularizer):
 
     name = "KoLeo"
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """`(N, D)` embeddings (N >= 2) -> scalar, in float32 under autocast too."""
-        x = self.unit_rows(embeddings)
-        with full_precision(x):
-            with torch.no_grad():
-                # The nearest neighbour by cosine (the largest dot product), the sample itself excluded.
-                similarity = x @ x.T
-                similarity.fill_diagonal_(-2.0)
-                nearest = similarity.argmax(dim=1)
-            distances = (x - x[nearest]).norm(dim=-1)
-            return -torch.log(distances + self.eps).mean()
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            # The nearest neighbour by cosine (the largest dot product), the sample itself excluded.
+            similarity = x @ x.T
+            similarity.fill_diagonal_(-2.0)
+            nearest = similarity.argmax(dim=1)
+        distances = (x - x[nearest]).norm(dim=-1)
+        return -torch.log(distances + self.eps).mean()
 
 
 class DimensionRegularization(_CollapseRegularizer):
@@ -150,14 +154,11 @@ class DimensionRegularization(_CollapseRegularizer):
 
     name = "dimension regularisation"
 
-    def forward(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """`(N, D)` embeddings (N >= 2) -> scalar, in float32 under autocast too."""
-        x = self.unit_rows(embeddings)
-        with full_precision(x):
-            x = x - x.mean(dim=0, keepdim=True)
-            covariance = x.T @ x / (x.shape[0] - 1)
-            participation = torch.diagonal(covariance).sum() ** 2 / (covariance.square().sum() + self.eps)
-            return torch.log(x.shape[1] / (participation + self.eps))
+    def penalty(self, x: torch.Tensor) -> torch.Tensor:
+        x = x - x.mean(dim=0, keepdim=True)
+        covariance = x.T @ x / (x.shape[0] - 1)
+        participation = torch.diagonal(covariance).sum() ** 2 / (covariance.square().sum() + self.eps)
+        return torch.log(x.shape[1] / (participation + self.eps))
 
 
 class AAMSoftmax(nn.Module):
