@@ -96,6 +96,8 @@ def test_demo_chain_on_the_quick_corpus(tmp_path):
     # the recipe's round export is averaged with the DINO export and whitened like it
     round_1 = json.loads((runs / "pseudo_label" / "round_1" / "report.json").read_text())
     assert round_1["dino_weight"] == 0.5 and round_1["whitening_utterances"] > 0
+    # and its whitening goes on within the round's clusters
+    assert round_1["within_class_whitening"] == 0.1 and round_1["within_class_classes"] == 3
     assert "DINO weight" in report
     assert "```json" not in report  # tables a person reads, no raw JSON
     # Every EER carries its speaker-bootstrap interval, and the interval holds the point EER.

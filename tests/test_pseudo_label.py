@@ -111,6 +111,46 @@ def test_two_rounds_from_a_dino_export(tmp_path):
 
 
 @pytest.mark.slow
+def test_rounds_without_training_store_a_within_class_whitening_of_their_clusters(tmp_path):
+    from modeling_dino_speech import DinoSpeechModel
+
+    manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=8, seconds=(1.2, 2.0))
+    init = tiny_dino_export(tmp_path / "dino_final")
+    out = tmp_path / "pl"
+    args = pseudo_label_command(
+        manifest,
+        init,
+        out,
+        "rounds=2",
+        "eval.trials=null",
+        "supervised.head_steps=0",
+        "supervised.steps=0",
+        "within_class_whitening=0.1",
+    )
+    result = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-4000:]
+    assert "AAM-softmax" not in result.stderr  # no round trained
+    dino = DinoSpeechModel.from_pretrained(init)
+    for r in (1, 2):
+        report = json.loads((out / f"round_{r}" / "report.json").read_text())
+        assert report["within_class_whitening"] == 0.1 and report["within_class_classes"] == 4
+        assert report["within_class_utterances"] == round(report["kept_fraction"] * 32)
+        assert "train_loss" not in report or report["train_loss"] is None
+        model = DinoSpeechModel.from_pretrained(out / f"round_{r}" / "final")
+        # the network is the DINO export's; only the stored whitening differs from a PCA whitening
+        torch.testing.assert_close(model.embedding.weight, dino.embedding.weight)
+        transform = model.whitening.transform
+        assert not torch.allclose(transform @ transform.T, torch.diag(torch.diagonal(transform @ transform.T)))
+
+
+def test_within_class_whitening_needs_the_pca_whitening():
+    with pytest.raises(ValueError, match="export.whitening"):
+        from_dict(PseudoLabelConfig, {"within_class_whitening": 0.1, "export": {"whitening": False}})
+    with pytest.raises(ValueError, match="within_class_whitening"):
+        from_dict(PseudoLabelConfig, {"within_class_whitening": 2.0, "export": {"whitening": True}})
+
+
+@pytest.mark.slow
 def test_ctrl_c_stops_after_a_step_and_resume_does_the_round_again(tmp_path):
     manifest = make_corpus(tmp_path / "corpus", speakers=4, per_speaker=8, seconds=(1.2, 2.0))
     init = tiny_dino_export(tmp_path / "dino_final")

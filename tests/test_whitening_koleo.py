@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from modeling_dino_speech import DimensionRegularization, DinoSpeechConfig, DinoSpeechModel, KoLeoLoss
-from modeling_dino_speech.training.whitening import fit_whitening
+from modeling_dino_speech.training.whitening import fit_whitening, fit_within_class_whitening
 
 
 def test_fit_whitening_makes_the_pool_isotropic():
@@ -20,6 +20,29 @@ def test_fit_whitening_makes_the_pool_isotropic():
     np.testing.assert_allclose(np.cov(white, rowvar=False), np.eye(8), atol=1e-3)
     with pytest.raises(ValueError, match="N >= 2"):
         fit_whitening(pool[:1])
+
+
+def test_within_class_whitening_turns_the_clusters_covariance_into_the_identity():
+    rng = np.random.default_rng(2)
+    centres = rng.standard_normal((6, 5)) * 4
+    within = rng.standard_normal((5, 5))  # the same elongated spread inside every class
+    labels = np.repeat(np.arange(6), 200)
+    x = centres[labels] + rng.standard_normal((1200, 5)) @ within
+    labels_with_unclustered = np.concatenate([labels, -np.ones(50, dtype=int)])
+    x_with_unclustered = np.concatenate([x, rng.standard_normal((50, 5)) * 100])  # -1 rows must not count
+    transform = fit_within_class_whitening(x_with_unclustered, labels_with_unclustered, shrinkage=0.0).numpy()
+    y = x @ transform
+    means = np.stack([y[labels == c].mean(axis=0) for c in range(6)])
+    np.testing.assert_allclose(np.cov(y - means[labels], rowvar=False, bias=True), np.eye(5), atol=0.05)
+    # full shrinkage only rescales: every direction by the same factor
+    scaled = fit_within_class_whitening(x, labels, shrinkage=1.0).numpy()
+    np.testing.assert_allclose(scaled, np.eye(5) * scaled[0, 0], atol=1e-5)
+    with pytest.raises(ValueError, match="two classes"):
+        fit_within_class_whitening(x, np.where(labels == 0, 0, -1), 0.1)
+    with pytest.raises(ValueError, match="shrinkage"):
+        fit_within_class_whitening(x, labels, 1.5)
+    with pytest.raises(ValueError, match=r"\(N,\) labels"):
+        fit_within_class_whitening(x, labels[:10], 0.1)
 
 
 def test_eigenvalue_floor_keeps_unused_directions_from_blowing_up():

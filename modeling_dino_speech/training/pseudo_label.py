@@ -50,7 +50,9 @@ class SupervisedConfig:
     head_steps: int = 100
     """Steps with the embedding network frozen, so the new classifier settles before it moves the network."""
     steps: int = 500
-    """Steps of the whole network after the head-only steps."""
+    """Steps of the whole network after the head-only steps. With `head_steps` and `steps` both 0 a round trains
+    nothing: its network is the one it starts from, and its clusters serve only its export's
+    `within_class_whitening`."""
     batch_size: int = 64
     lr: float = 1e-3
     head_lr: float = 1e-2
@@ -162,6 +164,12 @@ class PseudoLabelConfig:
     ensemble of the starting and the fine-tuned network (WiSE-FT, Wortsman et al. 2022): the clusters teach
     the voices the pool has many of, and the DINO weights keep what self-distillation learned about the rest.
     0: the trained network as it is (the paper's recipe)."""
+    within_class_whitening: Optional[float] = None
+    """Shrinkage, in [0, 1], of a within-class whitening (WCCN, `training.whitening.fit_within_class_whitening`)
+    fitted on each round's clusters and stored in its export on top of the PCA whitening (`export.whitening`,
+    which it needs): the round's network embeds the utterances its clusters hold, and cosine scoring then weighs
+    down the directions along which one cluster's utterances differ. It changes what the next round clusters.
+    None: the PCA whitening alone."""
     mixed_precision: str = "auto"
     num_threads: Union[int, str] = 0
     """torch intra-op threads (0: torch's default; `auto`: measured once at the start, see `training.threads`)."""
@@ -176,8 +184,13 @@ class PseudoLabelConfig:
                 "rounds": at_least(1, integer=True),
                 "embed_batch_size": at_least(1, integer=True),
                 "dino_weight": between(0, 1, high_open=True),
+                "within_class_whitening": between(0, 1).or_null("null: the PCA whitening alone"),
             },
         )
+        if self.within_class_whitening is not None and not self.export.whitening:
+            raise ValueError(
+                "within_class_whitening is fitted in the PCA-whitened space: it needs export.whitening: true"
+            )
 
 
 def screen_pool(accelerator, pool, data: DataConfig, feature_extractor):
@@ -482,9 +495,11 @@ def run_round(
     start, weights = starting_weights(cfg, r, current, embedder)
     model.dino_speech.load_state_dict(weights)
     del embedder
-    stats = train_on_pseudo_labels(
-        accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r, paths
-    )
+    stats: Dict[str, float] = {}
+    if cfg.supervised.head_steps + cfg.supervised.steps > 0:
+        stats = train_on_pseudo_labels(
+            accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r, paths
+        )
     model = accelerator.unwrap_model(model).eval()
     if cfg.dino_weight > 0:
         ensemble_with_dino(model.dino_speech, cfg.init, cfg.dino_weight)
@@ -513,6 +528,19 @@ def run_round(
                 model.dino_speech, feature_extractor, paths, None, cfg.export.whitening_utterances, seed=cfg.seed + r
             )
         )
+        if cfg.within_class_whitening is not None:
+            from .whitening import whiten_within_classes
+
+            round_report.update(
+                whiten_within_classes(
+                    model.dino_speech,
+                    feature_extractor,
+                    [paths[i] for i in kept],
+                    result.labels[kept],
+                    cfg.within_class_whitening,
+                    cfg.embed_batch_size,
+                )
+            )
     round_report["seconds"] = round(time.perf_counter() - started, 1)
     if evaluator is not None and accelerator.is_main_process:
         from ..calibration import set_calibration

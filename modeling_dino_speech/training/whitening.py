@@ -4,6 +4,12 @@ DINO's teacher embeddings are far from isotropic: a few directions carry most of
 pool, and in a pool of many sources those directions are channel, level and language as much as voice. PCA
 whitening, `(x - mean) @ V diag(1 / sqrt(lambda))`, estimated on the pool's embeddings, lets cosine scoring weigh
 every direction alike. The effect is measured in benchmarks/RESULTS.md (section "Real voices").
+
+With pseudo-labels (a pseudo-label round's clusters) the whitened space can be whitened once more, within the
+classes: within-class covariance normalisation (WCCN, Hatch, Kajarekar and Stolcke, ICSLP 2006) scales down
+the directions along which utterances of one cluster differ (channel, text, augmentation) against those along
+which clusters differ. The clusters cover a part of the pool and few of its voices, so their covariance is
+shrunk towards its average variance before it is inverted.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["fit_whitening", "whiten_on_pool"]
+__all__ = ["fit_whitening", "fit_within_class_whitening", "whiten_on_pool", "whiten_within_classes"]
 
 
 def fit_whitening(embeddings: np.ndarray, eigenvalue_floor: float = 1e-4) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -32,6 +38,43 @@ def fit_whitening(embeddings: np.ndarray, eigenvalue_floor: float = 1e-4) -> Tup
     values = np.maximum(values, eigenvalue_floor * values.max())
     transform = vectors / np.sqrt(values)[None, :]
     return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(transform.astype(np.float32))
+
+
+def fit_within_class_whitening(
+    embeddings: np.ndarray, labels: np.ndarray, shrinkage: float = 0.1, eigenvalue_floor: float = 1e-4
+) -> torch.Tensor:
+    """WCCN transform `(D, D)` of `(N, D)` embeddings (already whitened) with class `labels` `(N,)`.
+
+    `x @ W` has the within-class covariance `(1 - shrinkage) * S_w + shrinkage * mean(diag(S_w)) * I` turned
+    into the identity, where `S_w` is the average covariance of the classes around their means.
+
+    Args:
+        labels: int class of each row; rows labelled -1 (left out by the clustering) are ignored.
+        shrinkage: in [0, 1]; 0 trusts the clusters' covariance as it is, 1 only rescales.
+        eigenvalue_floor: as in `fit_whitening`.
+
+    Raises:
+        ValueError: shapes that do not match, a shrinkage outside [0, 1], or fewer than two classes.
+    """
+    x = np.asarray(embeddings, dtype=np.float64)
+    y = np.asarray(labels).astype(np.int64, copy=False)
+    if x.ndim != 2 or y.shape != (x.shape[0],):
+        raise ValueError(f"within-class whitening needs (N, D) embeddings and (N,) labels, got {x.shape} and {y.shape}")
+    if not 0.0 <= shrinkage <= 1.0:
+        raise ValueError(f"within-class whitening: shrinkage must be in [0, 1], got {shrinkage}")
+    x, y = x[y >= 0], y[y >= 0]
+    classes, y = np.unique(y, return_inverse=True)
+    if len(classes) < 2:
+        raise ValueError(f"within-class whitening needs at least two classes, got {len(classes)}")
+    means = np.zeros((len(classes), x.shape[1]))
+    np.add.at(means, y, x)
+    means /= np.bincount(y)[:, None]
+    centred = x - means[y]
+    within = centred.T @ centred / len(x)
+    within = (1.0 - shrinkage) * within + shrinkage * np.trace(within) / x.shape[1] * np.eye(x.shape[1])
+    values, vectors = np.linalg.eigh(within)
+    values = np.maximum(values, eigenvalue_floor * values.max())
+    return torch.from_numpy((vectors / np.sqrt(values)[None, :]).astype(np.float32))
 
 
 def whiten_on_pool(
@@ -75,4 +118,31 @@ def whiten_on_pool(
     return {
         "whitening_utterances": int(len(chosen)),
         "pool_effective_rank": round(effective_rank(torch.from_numpy(embeddings)), 2),
+    }
+
+
+def whiten_within_classes(
+    model, feature_extractor, paths: Sequence[str], labels: Sequence[int], shrinkage: float, batch_size: int = 32
+) -> dict:
+    """Embed `paths` with `model` (a `DinoSpeechModel` with its PCA whitening, `whiten_on_pool`) and add to that
+    whitening the within-class whitening of those embeddings under `labels` (`fit_within_class_whitening`).
+
+    Returns:
+        a summary for the training record: the shrinkage, the number of utterances and of classes.
+    """
+    from ..inference import embed_files
+
+    if model.whitening is None:
+        raise ValueError(
+            "within-class whitening is fitted in the PCA-whitened space: whiten the model on the pool first"
+        )
+    embeddings = embed_files(model, feature_extractor, list(paths), batch_size=batch_size, progress=False)
+    within = fit_within_class_whitening(embeddings, np.asarray(labels), shrinkage)
+    model.set_embedding_whitening(
+        model.whitening.mean.detach().cpu(), model.whitening.transform.detach().cpu() @ within
+    )
+    return {
+        "within_class_whitening": shrinkage,
+        "within_class_utterances": int(len(paths)),
+        "within_class_classes": int(len(set(int(label) for label in labels if int(label) >= 0))),
     }
