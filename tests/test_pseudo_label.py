@@ -136,6 +136,10 @@ def test_rounds_without_training_store_a_within_class_whitening_of_their_cluster
         assert report["within_class_whitening"] == 0.1 and report["within_class_classes"] == 4
         assert report["within_class_utterances"] == round(report["kept_fraction"] * 32)
         assert "train_loss" not in report or report["train_loss"] is None
+        assert (
+            "(no training, within-class whitening on the clusters)"
+            in (out / f"round_{r}" / "final" / "README.md").read_text()
+        )
         model = DinoSpeechModel.from_pretrained(out / f"round_{r}" / "final")
         # the network is the DINO export's; only the stored whitening differs from a PCA whitening
         torch.testing.assert_close(model.embedding.weight, dino.embedding.weight)

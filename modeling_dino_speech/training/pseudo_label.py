@@ -557,7 +557,10 @@ def run_round(
                 folder,
                 f"DINO + pseudo-label round {r} speech embeddings",
                 {
-                    "method": "DINO then iterative pseudo-labelling (AAM-softmax)",
+                    "method": "DINO then iterative pseudo-labelling ("
+                    + ("AAM-softmax" if stats else "no training")
+                    + (", within-class whitening on the clusters" if cfg.within_class_whitening is not None else "")
+                    + ")",
                     "round": r,
                     "initialised_from": str(start),
                     "clustered_with": str(current),
