@@ -314,6 +314,7 @@ def test_dino_anchor_holds_the_round_near_the_dino_export_on_the_whole_pool(tmp_
             "rounds=1",
             "dino_weight=0.0",
             "export.whitening=false",
+            "within_class_whitening=null",
             "eval.trials=null",
             "supervised.lr=0.01",
             f"supervised.dino_anchor_weight={weight}",
