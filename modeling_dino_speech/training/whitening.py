@@ -33,11 +33,15 @@ def fit_whitening(embeddings: np.ndarray, eigenvalue_floor: float = 1e-4) -> Tup
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"whitening needs (N >= 2, D) embeddings, got shape {x.shape}")
     mean = x.mean(axis=0)
-    covariance = np.cov(x - mean, rowvar=False)
+    transform = _inverse_square_root(np.cov(x - mean, rowvar=False), eigenvalue_floor)
+    return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(transform.astype(np.float32))
+
+
+def _inverse_square_root(covariance: np.ndarray, eigenvalue_floor: float) -> np.ndarray:
+    """`V diag(1 / sqrt(lambda))` of a covariance, its eigenvalues raised to `eigenvalue_floor` times the largest."""
     values, vectors = np.linalg.eigh(covariance)
     values = np.maximum(values, eigenvalue_floor * values.max())
-    transform = vectors / np.sqrt(values)[None, :]
-    return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(transform.astype(np.float32))
+    return vectors / np.sqrt(values)[None, :]
 
 
 def fit_within_class_whitening(
@@ -72,9 +76,7 @@ def fit_within_class_whitening(
     centred = x - means[y]
     within = centred.T @ centred / len(x)
     within = (1.0 - shrinkage) * within + shrinkage * np.trace(within) / x.shape[1] * np.eye(x.shape[1])
-    values, vectors = np.linalg.eigh(within)
-    values = np.maximum(values, eigenvalue_floor * values.max())
-    return torch.from_numpy((vectors / np.sqrt(values)[None, :]).astype(np.float32))
+    return torch.from_numpy(_inverse_square_root(within, eigenvalue_floor).astype(np.float32))
 
 
 def whiten_on_pool(
