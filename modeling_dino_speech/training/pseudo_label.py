@@ -496,7 +496,8 @@ def run_round(
     model.dino_speech.load_state_dict(weights)
     del embedder
     stats: Dict[str, float] = {}
-    if cfg.supervised.head_steps + cfg.supervised.steps > 0:
+    trains = cfg.supervised.head_steps + cfg.supervised.steps > 0
+    if trains:
         stats = train_on_pseudo_labels(
             accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r, paths
         )
@@ -558,7 +559,7 @@ def run_round(
                 f"DINO + pseudo-label round {r} speech embeddings",
                 {
                     "method": "DINO then iterative pseudo-labelling ("
-                    + ("AAM-softmax" if stats else "no training")
+                    + ("AAM-softmax" if trains else "no training")
                     + (", within-class whitening on the clusters" if cfg.within_class_whitening is not None else "")
                     + ")",
                     "round": r,
