@@ -140,6 +140,8 @@ def test_rounds_without_training_store_a_within_class_whitening_of_their_cluster
             "(no training, within-class whitening on the clusters)"
             in (out / f"round_{r}" / "final" / "README.md").read_text()
         )
+        final = json.loads((out / f"round_{r}" / "final" / "config.json").read_text())
+        assert final["architectures"] == ["DinoSpeechModel"]  # no classifier was trained, none is exported
         model = DinoSpeechModel.from_pretrained(out / f"round_{r}" / "final")
         # the network is the DINO export's; only the stored whitening differs from a PCA whitening
         torch.testing.assert_close(model.embedding.weight, dino.embedding.weight)

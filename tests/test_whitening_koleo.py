@@ -128,3 +128,45 @@ def test_collapse_regularizers_compute_in_float32_under_bf16_autocast(loss):
         under_autocast = loss(embeddings)
     assert under_autocast.dtype == torch.float32
     assert torch.allclose(under_autocast, reference, rtol=1e-6, atol=1e-7)
+
+
+def test_whitenings_from_embeddings_at_hand_match_embedding_the_files_again(tmp_path, tiny_config):
+    """A pseudo-label round that trains nothing fits both whitenings from the one pass it clustered with."""
+    from helpers import make_corpus
+
+    from modeling_dino_speech import DinoSpeechFeatureExtractor
+    from modeling_dino_speech.inference import embed_files
+    from modeling_dino_speech.training.whitening import whiten_on_pool, whiten_within_classes
+
+    manifest = make_corpus(tmp_path, speakers=3, per_speaker=8, seconds=(0.8, 1.6))
+    paths = [str(tmp_path / line.split(",")[0]) for line in manifest.read_text().splitlines()[1:]]
+    labels = np.repeat(np.arange(3), 8)
+    config = DinoSpeechConfig(**{**tiny_config.to_dict(), "embedding_size": 8})  # fewer dimensions than files
+    extractor = DinoSpeechFeatureExtractor.from_model_config(config)
+    torch.manual_seed(0)
+    again, at_hand = DinoSpeechModel(config).eval(), DinoSpeechModel(config).eval()
+    at_hand.load_state_dict(again.state_dict())
+    unwhitened = embed_files(again, extractor, paths, progress=False)
+
+    summaries = []
+    for model, embeddings in ((again, None), (at_hand, unwhitened)):
+        summary = whiten_on_pool(model, extractor, paths, utterances=20, seed=3, embeddings=embeddings)
+        kept = slice(4, None)
+        summary.update(
+            whiten_within_classes(
+                model,
+                extractor,
+                paths[kept],
+                labels[kept],
+                0.1,
+                embeddings=None if embeddings is None else embeddings[kept],
+            )
+        )
+        summaries.append(summary)
+    assert summaries[0] == summaries[1] and summaries[0]["whitening_utterances"] == 20
+    torch.testing.assert_close(at_hand.whitening.mean, again.whitening.mean, rtol=1e-4, atol=1e-5)
+    # eigenvectors have arbitrary signs: compare the metric the transform gives cosine scoring
+    metric = [m.whitening.transform @ m.whitening.transform.T for m in (at_hand, again)]
+    torch.testing.assert_close(metric[0], metric[1], rtol=1e-3, atol=1e-3 * float(metric[1].abs().max()))
+    with pytest.raises(ValueError, match="3 embeddings given for 24 files"):
+        whiten_on_pool(at_hand, extractor, paths, embeddings=unwhitened[:3])

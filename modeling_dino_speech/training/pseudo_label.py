@@ -51,8 +51,8 @@ class SupervisedConfig:
     """Steps with the embedding network frozen, so the new classifier settles before it moves the network."""
     steps: int = 500
     """Steps of the whole network after the head-only steps. With `head_steps` and `steps` both 0 a round trains
-    nothing: its network is the one it starts from, and its clusters serve only its export's
-    `within_class_whitening`."""
+    nothing: its network is the one it starts from, exported as the embedding model alone (no classifier), and
+    its clusters serve only its export's `within_class_whitening`."""
     batch_size: int = 64
     lr: float = 1e-3
     head_lr: float = 1e-2
@@ -465,7 +465,20 @@ def run_round(
     round_dir = Path(cfg.output_dir) / f"round_{r}"
     started = time.perf_counter()
     embedder = DinoSpeechModel.from_pretrained(current).to(accelerator.device).eval()
-    embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
+    trains = cfg.supervised.head_steps + cfg.supervised.steps > 0
+    # A round that trains nothing exports the network it clusters with: one pass over the pool, without the
+    # whitening, serves the clustering (whitened here) and both whitenings of its export.
+    unwhitened: Optional[np.ndarray] = None
+    if trains or embedder.whitening is None:
+        embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
+    else:
+        whitening = embedder.whitening
+        embedder.set_embedding_whitening(None)
+        unwhitened = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
+        with torch.no_grad():
+            embeddings = whitening(torch.as_tensor(unwhitened, device=whitening.mean.device)).cpu().numpy()
+    if not trains and unwhitened is None:
+        unwhitened = embeddings
     result = cluster_embeddings(embeddings, cfg.clustering)
     # A pool of real and synthetic voices: how the clusters fare on the real part is the number that matters.
     subsets = {s: np.asarray(sources) == s for s in sorted(set(sources))} if sources and true_speakers else None
@@ -485,25 +498,29 @@ def run_round(
         _write_clustering(round_dir, paths, embeddings, result, report)
 
     config = DinoSpeechConfig.from_pretrained(current)
-    config.num_labels = int(result.n_clusters)
-    config.aam_margin, config.aam_scale = cfg.supervised.margin, cfg.supervised.scale
-    config.aam_subcenters = cfg.supervised.subcenters
     config.architectures = None
     # Trained on the raw embeddings; a whitening is estimated again for the round's export (cfg.export).
     config.embedding_whitening = False
-    model = DinoSpeechForXVector(config)
+    if trains:
+        config.num_labels = int(result.n_clusters)
+        config.aam_margin, config.aam_scale = cfg.supervised.margin, cfg.supervised.scale
+        config.aam_subcenters = cfg.supervised.subcenters
+        model = DinoSpeechForXVector(config)
+        network = model.dino_speech
+    else:  # nothing trains a classifier: the round exports the embedding model alone
+        model = network = DinoSpeechModel(config)
     start, weights = starting_weights(cfg, r, current, embedder)
-    model.dino_speech.load_state_dict(weights)
+    network.load_state_dict(weights)
     del embedder
     stats: Dict[str, float] = {}
-    trains = cfg.supervised.head_steps + cfg.supervised.steps > 0
     if trains:
         stats = train_on_pseudo_labels(
             accelerator, model, feature_extractor, [paths[i] for i in kept], result.labels[kept], cfg, r, paths
         )
     model = accelerator.unwrap_model(model).eval()
-    if cfg.dino_weight > 0:
-        ensemble_with_dino(model.dino_speech, cfg.init, cfg.dino_weight)
+    # A round that trains nothing keeps the network it starts from, the DINO export's: nothing to average.
+    if trains and cfg.dino_weight > 0:
+        ensemble_with_dino(network, cfg.init, cfg.dino_weight)
     round_report = {
         "round": r,
         "clusters": int(result.n_clusters),
@@ -526,7 +543,13 @@ def run_round(
 
         round_report.update(
             whiten_on_pool(
-                model.dino_speech, feature_extractor, paths, None, cfg.export.whitening_utterances, seed=cfg.seed + r
+                network,
+                feature_extractor,
+                paths,
+                None,
+                cfg.export.whitening_utterances,
+                seed=cfg.seed + r,
+                embeddings=unwhitened,
             )
         )
         if cfg.within_class_whitening is not None:
@@ -534,19 +557,20 @@ def run_round(
 
             round_report.update(
                 whiten_within_classes(
-                    model.dino_speech,
+                    network,
                     feature_extractor,
                     [paths[i] for i in kept],
                     result.labels[kept],
                     cfg.within_class_whitening,
                     cfg.embed_batch_size,
+                    embeddings=None if unwhitened is None else unwhitened[kept],
                 )
             )
     round_report["seconds"] = round(time.perf_counter() - started, 1)
     if evaluator is not None and accelerator.is_main_process:
         from ..calibration import set_calibration
 
-        metrics = evaluator(model.dino_speech, feature_extractor)
+        metrics = evaluator(network, feature_extractor)
         round_report.update({k: v for k, v in metrics.items() if isinstance(v, (int, float))})
         set_calibration(model.config, metrics)  # saved with the round's model: its threshold, in the card too
     if accelerator.is_main_process:

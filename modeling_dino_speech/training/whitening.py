@@ -87,9 +87,15 @@ def whiten_on_pool(
     utterances: int = 2000,
     seed: int = 0,
     batch_size: int = 32,
+    embeddings: Optional[np.ndarray] = None,
 ) -> dict:
     """Embed a seeded random sample of the pool with `model` (a `DinoSpeechModel`, any whitening it has removed
     first) and store the whitening of those embeddings in it (`DinoSpeechModel.set_embedding_whitening`).
+
+    Args:
+        embeddings: `(len(paths), D)`, `model`'s embeddings of every file of `paths` without any whitening, when
+            they are at hand (a pseudo-label round that trains nothing has them): the sample is taken from them
+            instead of embedded again, and the files are not screened again.
 
     Returns:
         a summary for the training record: the number of utterances and the pool's effective rank before
@@ -101,33 +107,48 @@ def whiten_on_pool(
 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.permutation(len(paths))[: min(utterances, len(paths))])
-    # a pool that training read with on_error=skip may hold files that cannot be embedded: leave them out
-    window = float(getattr(feature_extractor, "frame_length_ms", 25.0)) / 1000.0
-    problems = screen_audio([paths[i] for i in chosen], feature_extractor.sampling_rate, min_seconds=window)
-    report_problems([f"{paths[i]}: {p}" for i, p in zip(chosen, problems) if p], "skip", "whitening sample")
-    chosen = chosen[[p is None for p in problems]]
     model.set_embedding_whitening(None)
-    embeddings = embed_files(
-        model,
-        feature_extractor,
-        [paths[i] for i in chosen],
-        durations=None if durations is None else [durations[i] for i in chosen],
-        batch_size=batch_size,
-        progress=False,
-    )
-    mean, transform = fit_whitening(embeddings)
+    if embeddings is not None:
+        if embeddings.shape[0] != len(paths):
+            raise ValueError(f"whitening: {embeddings.shape[0]} embeddings given for {len(paths)} files")
+        sample = np.asarray(embeddings)[chosen]
+    else:
+        # a pool that training read with on_error=skip may hold files that cannot be embedded: leave them out
+        window = float(getattr(feature_extractor, "frame_length_ms", 25.0)) / 1000.0
+        problems = screen_audio([paths[i] for i in chosen], feature_extractor.sampling_rate, min_seconds=window)
+        report_problems([f"{paths[i]}: {p}" for i, p in zip(chosen, problems) if p], "skip", "whitening sample")
+        chosen = chosen[[p is None for p in problems]]
+        sample = embed_files(
+            model,
+            feature_extractor,
+            [paths[i] for i in chosen],
+            durations=None if durations is None else [durations[i] for i in chosen],
+            batch_size=batch_size,
+            progress=False,
+        )
+    mean, transform = fit_whitening(sample)
     model.set_embedding_whitening(mean, transform)
     return {
         "whitening_utterances": int(len(chosen)),
-        "pool_effective_rank": round(effective_rank(torch.from_numpy(embeddings)), 2),
+        "pool_effective_rank": round(effective_rank(torch.from_numpy(sample)), 2),
     }
 
 
 def whiten_within_classes(
-    model, feature_extractor, paths: Sequence[str], labels: Sequence[int], shrinkage: float, batch_size: int = 32
+    model,
+    feature_extractor,
+    paths: Sequence[str],
+    labels: Sequence[int],
+    shrinkage: float,
+    batch_size: int = 32,
+    embeddings: Optional[np.ndarray] = None,
 ) -> dict:
     """Embed `paths` with `model` (a `DinoSpeechModel` with its PCA whitening, `whiten_on_pool`) and add to that
     whitening the within-class whitening of those embeddings under `labels` (`fit_within_class_whitening`).
+
+    Args:
+        embeddings: `(len(paths), D)`, `model`'s embeddings of `paths` without its whitening, when they are at
+            hand: they are whitened with the model's PCA whitening instead of embedded again.
 
     Returns:
         a summary for the training record: the shrinkage, the number of utterances and of classes.
@@ -138,8 +159,14 @@ def whiten_within_classes(
         raise ValueError(
             "within-class whitening is fitted in the PCA-whitened space: whiten the model on the pool first"
         )
-    embeddings = embed_files(model, feature_extractor, list(paths), batch_size=batch_size, progress=False)
-    within = fit_within_class_whitening(embeddings, np.asarray(labels), shrinkage)
+    if embeddings is None:
+        whitened = embed_files(model, feature_extractor, list(paths), batch_size=batch_size, progress=False)
+    elif embeddings.shape[0] != len(paths):
+        raise ValueError(f"within-class whitening: {embeddings.shape[0]} embeddings given for {len(paths)} files")
+    else:
+        with torch.no_grad():
+            whitened = model.whitening(torch.as_tensor(embeddings, device=model.whitening.mean.device)).cpu().numpy()
+    within = fit_within_class_whitening(whitened, np.asarray(labels), shrinkage)
     model.set_embedding_whitening(
         model.whitening.mean.detach().cpu(), model.whitening.transform.detach().cpu() @ within
     )
