@@ -469,16 +469,15 @@ def run_round(
     # A round that trains nothing exports the network it clusters with: one pass over the pool, without the
     # whitening, serves the clustering (whitened here) and both whitenings of its export.
     unwhitened: Optional[np.ndarray] = None
-    if trains or embedder.whitening is None:
+    if trains:
         embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
     else:
+        from .whitening import apply_whitening
+
         whitening = embedder.whitening
         embedder.set_embedding_whitening(None)
         unwhitened = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
-        with torch.no_grad():
-            embeddings = whitening(torch.as_tensor(unwhitened, device=whitening.mean.device)).cpu().numpy()
-    if not trains and unwhitened is None:
-        unwhitened = embeddings
+        embeddings = unwhitened if whitening is None else apply_whitening(whitening, unwhitened)
     result = cluster_embeddings(embeddings, cfg.clustering)
     # A pool of real and synthetic voices: how the clusters fare on the real part is the number that matters.
     subsets = {s: np.asarray(sources) == s for s in sorted(set(sources))} if sources and true_speakers else None

@@ -19,7 +19,19 @@ from typing import Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-__all__ = ["fit_whitening", "fit_within_class_whitening", "whiten_on_pool", "whiten_within_classes"]
+__all__ = [
+    "apply_whitening",
+    "fit_whitening",
+    "fit_within_class_whitening",
+    "whiten_on_pool",
+    "whiten_within_classes",
+]
+
+
+@torch.no_grad()
+def apply_whitening(whitening, embeddings: np.ndarray) -> np.ndarray:
+    """`(N, D)` embeddings at hand, without any whitening, through a model's stored `EmbeddingWhitening`."""
+    return whitening(torch.as_tensor(embeddings, device=whitening.mean.device)).cpu().numpy()
 
 
 def fit_whitening(embeddings: np.ndarray, eigenvalue_floor: float = 1e-4) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -164,8 +176,7 @@ def whiten_within_classes(
     elif embeddings.shape[0] != len(paths):
         raise ValueError(f"within-class whitening: {embeddings.shape[0]} embeddings given for {len(paths)} files")
     else:
-        with torch.no_grad():
-            whitened = model.whitening(torch.as_tensor(embeddings, device=model.whitening.mean.device)).cpu().numpy()
+        whitened = apply_whitening(model.whitening, embeddings)
     within = fit_within_class_whitening(whitened, np.asarray(labels), shrinkage)
     model.set_embedding_whitening(
         model.whitening.mean.detach().cpu(), model.whitening.transform.detach().cpu() @ within
