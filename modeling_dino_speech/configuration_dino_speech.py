@@ -8,6 +8,7 @@ from transformers import PretrainedConfig
 
 BACKBONES = ("resnet", "ecapa_tdnn")
 POOLINGS = ("statistics", "attentive_statistics")
+EMBEDDING_LAYERS = ("embedding", "pooled")
 MEAN_NORMALIZATIONS = ("sliding", "utterance", None)
 
 
@@ -34,8 +35,14 @@ class DinoSpeechConfig(PretrainedConfig):
         dino_hidden_size, dino_bottleneck_size, dino_num_prototypes, dino_num_layers, dino_norm_last_layer:
             the DINO projection head (MLP -> L2-normalised bottleneck -> weight-normalised prototypes).
         aam_margin, aam_scale, aam_subcenters: additive angular margin softmax of [`DinoSpeechForXVector`].
-        embedding_whitening: whiten the embeddings with a mean and a transform stored in the checkpoint
+        embedding_layer: where [`DinoSpeechModel`]'s `embeddings` come from: `"embedding"` (the embedding layer,
+            `embedding_size` dimensions, what the DINO head and the AAM-softmax read) or `"pooled"` (the pooled
+            statistics it maps, after their normalisation: in self-supervised training the layer before the one
+            the loss sees tends to carry more of what the loss does not ask for). The heads always read the
+            embedding layer.
+        embedding_whitening: whiten the embedding layer with a mean and a transform stored in the checkpoint
             (estimated without labels on the training pool when the model is exported; off while training).
+        pooled_whitening: the same for the pooled statistics (with `embedding_layer="pooled"`).
         verification_threshold: the cosine score above which two utterances are taken for the same speaker,
             calibrated when the model is exported (the EER threshold on its evaluation trials; None: not
             calibrated). `DinoSpeechVerifier` decides with it.
@@ -73,7 +80,9 @@ class DinoSpeechConfig(PretrainedConfig):
         aam_margin: float = 0.2,
         aam_scale: float = 30.0,
         aam_subcenters: int = 1,
+        embedding_layer: str = "embedding",
         embedding_whitening: bool = False,
+        pooled_whitening: bool = False,
         verification_threshold: Optional[float] = None,
         verification_calibration: Optional[dict] = None,
         initializer_range: float = 0.02,
@@ -85,6 +94,8 @@ class DinoSpeechConfig(PretrainedConfig):
             raise ValueError(f"pooling must be one of {POOLINGS}, got {pooling!r}")
         if mean_normalization not in MEAN_NORMALIZATIONS:
             raise ValueError(f"mean_normalization must be one of {MEAN_NORMALIZATIONS}, got {mean_normalization!r}")
+        if embedding_layer not in EMBEDDING_LAYERS:
+            raise ValueError(f"embedding_layer must be one of {EMBEDDING_LAYERS}, got {embedding_layer!r}")
         if aam_subcenters < 1:
             raise ValueError(f"aam_subcenters must be >= 1, got {aam_subcenters}")
         self.backbone = backbone
@@ -113,7 +124,9 @@ class DinoSpeechConfig(PretrainedConfig):
         self.aam_margin = aam_margin
         self.aam_scale = aam_scale
         self.aam_subcenters = aam_subcenters
+        self.embedding_layer = embedding_layer
         self.embedding_whitening = embedding_whitening
+        self.pooled_whitening = pooled_whitening
         self.verification_threshold = None if verification_threshold is None else float(verification_threshold)
         self.verification_calibration = dict(verification_calibration) if verification_calibration else None
         self.initializer_range = initializer_range

@@ -25,7 +25,9 @@ from .resnet import ResNet
 class DinoSpeechModelOutput(ModelOutput):
     """
     Args:
-        embeddings: `(batch, embedding_size)` utterance embeddings (compare them with cosine similarity).
+        embeddings: `(batch, D)` utterance embeddings (compare them with cosine similarity): the layer that
+            `config.embedding_layer` names (D = `embedding_size`, or the pooled statistics' size), whitened when
+            the checkpoint stores a whitening for it.
         last_hidden_state: `(batch, frames_out, channels)` frame-level backbone output (frames_out = T/8 for
             the ResNet, T for ECAPA-TDNN).
         output_attention_mask: `(batch, frames_out)` 1 on real frames of `last_hidden_state`.
@@ -150,32 +152,69 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         )
         self.embedding = nn.Linear(self.pooling.output_size, config.embedding_size)
         self.whitening = EmbeddingWhitening(config.embedding_size) if config.embedding_whitening else None
+        self.pooled_whitening = EmbeddingWhitening(self.pooling.output_size) if config.pooled_whitening else None
         self.post_init()
 
-    def set_embedding_whitening(self, mean: Optional[torch.Tensor], transform: Optional[torch.Tensor] = None) -> None:
-        """Whiten the embeddings from now on: `(x - mean) @ transform`, with `mean` `(D,)` and `transform` `(D, D)`
-        (`config.embedding_whitening` follows, so a saved checkpoint keeps it); `mean=None` removes it."""
+    def layer_size(self, layer: str) -> int:
+        """Dimensions of `layer` (`"embedding"` or `"pooled"`, see `config.embedding_layer`)."""
+        return self.config.embedding_size if layer == "embedding" else self.pooling.output_size
+
+    @property
+    def whitened_layers(self) -> tuple:
+        """The layers an export whitens: the embedding layer (what the pseudo-label rounds cluster) and the one
+        `embeddings` come from."""
+        return ("embedding",) if self.config.embedding_layer == "embedding" else ("embedding", "pooled")
+
+    def layer_whitening(self, layer: str) -> Optional[EmbeddingWhitening]:
+        return self.whitening if layer == "embedding" else self.pooled_whitening
+
+    @torch.no_grad()
+    def layer_outputs(self, outputs: torch.Tensor) -> dict:
+        """Unwhitened `(N, D)` outputs of this model (`embeddings` with no whitening) -> the unwhitened outputs of
+        each of `whitened_layers`: from the pooled statistics the embedding layer is one linear map away."""
+        if self.config.embedding_layer == "embedding":
+            return {"embedding": outputs}
+        weight = self.embedding.weight
+        return {"pooled": outputs, "embedding": self.embedding(outputs.to(weight.device, weight.dtype))}
+
+    def remove_whitening(self) -> None:
+        """Drop every stored whitening: `embeddings` are then the raw layer output."""
+        for layer in ("embedding", "pooled"):
+            self.set_embedding_whitening(None, layer=layer)
+
+    def set_embedding_whitening(
+        self, mean: Optional[torch.Tensor], transform: Optional[torch.Tensor] = None, layer: str = "embedding"
+    ) -> None:
+        """Whiten `layer`'s output from now on: `(x - mean) @ transform`, with `mean` `(D,)` and `transform`
+        `(D, D)` (`config.embedding_whitening` or `config.pooled_whitening` follows, so a saved checkpoint keeps
+        it); `mean=None` removes it."""
+        if layer not in ("embedding", "pooled"):
+            raise ValueError(f"layer must be 'embedding' or 'pooled', got {layer!r}")
+        flag = "embedding_whitening" if layer == "embedding" else "pooled_whitening"
+        attribute = "whitening" if layer == "embedding" else "pooled_whitening"
         if mean is None:
-            self.whitening = None
-            self.config.embedding_whitening = False
+            setattr(self, attribute, None)
+            setattr(self.config, flag, False)
             return
-        size = self.config.embedding_size
+        size = self.layer_size(layer)
         if tuple(mean.shape) != (size,) or transform is None or tuple(transform.shape) != (size, size):
             raise ValueError(
-                f"whitening needs mean ({size},) and transform ({size}, {size}), got "
+                f"{layer} whitening needs mean ({size},) and transform ({size}, {size}), got "
                 f"{tuple(mean.shape)} and {None if transform is None else tuple(transform.shape)}"
             )
         parameter = self.embedding.weight
-        self.whitening = EmbeddingWhitening(size).to(parameter.device)
-        self.whitening.mean.copy_(mean.to(parameter.device, torch.float32))
-        self.whitening.transform.copy_(transform.to(parameter.device, torch.float32))
-        self.config.embedding_whitening = True
+        whitening = EmbeddingWhitening(size).to(parameter.device)
+        whitening.mean.copy_(mean.to(parameter.device, torch.float32))
+        whitening.transform.copy_(transform.to(parameter.device, torch.float32))
+        setattr(self, attribute, whitening)
+        setattr(self.config, flag, True)
 
     def forward(
         self,
         input_features: torch.Tensor,
         attention_mask: Optional[torch.Tensor] = None,
         return_dict: Optional[bool] = None,
+        embedding_layer: Optional[str] = None,
         **kwargs,
     ) -> DinoSpeechModelOutput:
         """
@@ -183,6 +222,8 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
             input_features: `(batch, frames, num_mel_bins)` from [`DinoSpeechFeatureExtractor`].
             attention_mask: `(batch, frames)`, 1 on real frames, 0 on padding. Padding never reaches the
                 embedding: an utterance alone and inside a padded batch embed the same (in eval mode).
+            embedding_layer: the layer `embeddings` come from, instead of `config.embedding_layer` (the heads
+                read `"embedding"`).
         """
         if input_features.dim() != 3 or input_features.shape[-1] != self.config.num_mel_bins:
             raise ValueError(
@@ -198,9 +239,13 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         hidden, out_lengths = self.backbone(input_features, lengths)
         mask = lengths_to_mask(out_lengths, hidden.shape[-1])
         pooled = self.pooling(hidden, mask if attention_mask is not None else None)
-        embeddings = self.embedding(self.pooled_norm(pooled))
-        if self.whitening is not None:
-            embeddings = self.whitening(embeddings)
+        layer = embedding_layer or self.config.embedding_layer
+        embeddings = self.pooled_norm(pooled)
+        if layer == "embedding":
+            embeddings = self.embedding(embeddings)
+        whitening = self.layer_whitening(layer)
+        if whitening is not None:
+            embeddings = whitening(embeddings)
         output = DinoSpeechModelOutput(
             embeddings=embeddings, last_hidden_state=hidden.transpose(1, 2), output_attention_mask=mask.long()
         )
@@ -234,7 +279,7 @@ class DinoSpeechForXVector(DinoSpeechPreTrainedModel):
             labels: `(batch,)` class indices in `[0, num_labels)`; a negative one marks a row without a class, left
                 out of the loss (its embedding is still returned).
         """
-        base = self.dino_speech(input_features, attention_mask)
+        base = self.dino_speech(input_features, attention_mask, embedding_layer="embedding")
         logits, loss = self.classifier(base.embeddings, labels)
         output = DinoSpeechXVectorOutput(
             loss=loss, logits=logits, embeddings=base.embeddings, last_hidden_state=base.last_hidden_state
@@ -266,7 +311,7 @@ class DinoSpeechForPreTraining(DinoSpeechPreTrainedModel):
         **kwargs,
     ) -> DinoSpeechPreTrainingOutput:
         """`(batch, frames, num_mel_bins)` -> logits `(batch, dino_num_prototypes)` and embeddings."""
-        embeddings = self.dino_speech(input_features, attention_mask).embeddings
+        embeddings = self.dino_speech(input_features, attention_mask, embedding_layer="embedding").embeddings
         output = DinoSpeechPreTrainingOutput(logits=self.dino_head(embeddings), embeddings=embeddings)
         return output if return_dict is not False else output.to_tuple()
 

@@ -139,13 +139,17 @@ def test_train_export_and_load(corpus, tmp_path):
     wave = torch.randn(16000).numpy() * 0.1
     with torch.no_grad():
         emb = model(**fe(wave, sampling_rate=16000, return_tensors="pt")).embeddings
-    assert emb.shape == (1, 32) and torch.isfinite(emb).all()
-    # the exported weights are the teacher's, plus the whitening the demo recipe fits at export
+    # the demo recipe exports the pooled statistics (2 x the ECAPA's aggregation channels), not the 32-d layer
+    assert model.config.embedding_layer == "pooled"
+    assert emb.shape == (1, model.pooling.output_size) and emb.shape[1] != 32 and torch.isfinite(emb).all()
+    # the exported weights are the teacher's, plus the whitenings the demo recipe fits at export, one per layer
     teacher = load_file(out / "pretraining" / "teacher" / "model.safetensors")
     exported = load_file(final / "model.safetensors")
-    assert {"whitening.mean", "whitening.transform"} <= set(exported)
+    assert {"whitening.mean", "whitening.transform", "pooled_whitening.mean", "pooled_whitening.transform"} <= set(
+        exported
+    )
     for key, value in exported.items():
-        if not key.startswith("whitening."):
+        if not key.startswith(("whitening.", "pooled_whitening.")):
             torch.testing.assert_close(teacher[f"dino_speech.{key}"], value, atol=0, rtol=0)
     lines = [json.loads(l) for l in (out / "metrics.jsonl").read_text().splitlines()]
     steps = [l["step"] for l in lines if "loss" in l]
@@ -359,7 +363,7 @@ def test_telephone_band_model_trains_and_embeds_at_8khz(corpus, tmp_path):
     assert [l["step"] for l in lines if "loss" in l] == [1, 2]
     paths = [str(corpus.parent / line.split(",")[0]) for line in corpus.read_text().splitlines()[1:4]]
     embeddings = embed_files(model, fe, paths, progress=False)
-    assert embeddings.shape == (3, 32)
+    assert embeddings.shape == (3, model.layer_size(model.config.embedding_layer))
     with torch.no_grad():
         direct = model(**fe(load_audio(paths[0], 8000), sampling_rate=8000, return_tensors="pt")).embeddings[0]
     torch.testing.assert_close(torch.from_numpy(embeddings[0]), direct, atol=1e-4, rtol=1e-4)

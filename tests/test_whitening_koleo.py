@@ -130,7 +130,8 @@ def test_collapse_regularizers_compute_in_float32_under_bf16_autocast(loss):
     assert torch.allclose(under_autocast, reference, rtol=1e-6, atol=1e-7)
 
 
-def test_whitenings_from_embeddings_at_hand_match_embedding_the_files_again(tmp_path, tiny_config):
+@pytest.mark.parametrize("layer", ["embedding", "pooled"])
+def test_whitenings_from_embeddings_at_hand_match_embedding_the_files_again(tmp_path, tiny_config, layer):
     """A pseudo-label round that trains nothing fits both whitenings from the one pass it clustered with."""
     from helpers import make_corpus
 
@@ -141,7 +142,8 @@ def test_whitenings_from_embeddings_at_hand_match_embedding_the_files_again(tmp_
     manifest = make_corpus(tmp_path, speakers=3, per_speaker=8, seconds=(0.8, 1.6))
     paths = [str(tmp_path / line.split(",")[0]) for line in manifest.read_text().splitlines()[1:]]
     labels = np.repeat(np.arange(3), 8)
-    config = DinoSpeechConfig(**{**tiny_config.to_dict(), "embedding_size": 8})  # fewer dimensions than files
+    # fewer dimensions than files
+    config = DinoSpeechConfig(**{**tiny_config.to_dict(), "embedding_size": 8, "embedding_layer": layer})
     extractor = DinoSpeechFeatureExtractor.from_model_config(config)
     torch.manual_seed(0)
     again, at_hand = DinoSpeechModel(config).eval(), DinoSpeechModel(config).eval()
@@ -164,9 +166,62 @@ def test_whitenings_from_embeddings_at_hand_match_embedding_the_files_again(tmp_
         )
         summaries.append(summary)
     assert summaries[0] == summaries[1] and summaries[0]["whitening_utterances"] == 20
-    torch.testing.assert_close(at_hand.whitening.mean, again.whitening.mean, rtol=1e-4, atol=1e-5)
-    # eigenvectors have arbitrary signs: compare the metric the transform gives cosine scoring
-    metric = [m.whitening.transform @ m.whitening.transform.T for m in (at_hand, again)]
-    torch.testing.assert_close(metric[0], metric[1], rtol=1e-3, atol=1e-3 * float(metric[1].abs().max()))
+    assert at_hand.whitened_layers == (("embedding",) if layer == "embedding" else ("embedding", "pooled"))
+    for name in at_hand.whitened_layers:
+        ours, theirs = at_hand.layer_whitening(name), again.layer_whitening(name)
+        torch.testing.assert_close(ours.mean, theirs.mean, rtol=1e-4, atol=1e-5)
+        # eigenvectors have arbitrary signs: compare the metric the transform gives cosine scoring
+        metric = [w.transform @ w.transform.T for w in (ours, theirs)]
+        torch.testing.assert_close(metric[0], metric[1], rtol=1e-3, atol=1e-3 * float(metric[1].abs().max()))
     with pytest.raises(ValueError, match="3 embeddings given for 24 files"):
         whiten_on_pool(at_hand, extractor, paths, embeddings=unwhitened[:3])
+
+
+def test_pooled_layer_gives_the_embeddings_and_the_heads_keep_the_embedding_layer(tmp_path, tiny_config):
+    from modeling_dino_speech import DinoSpeechForPreTraining
+    from modeling_dino_speech.training.whitening import whitening_removed
+
+    config = DinoSpeechConfig(**{**tiny_config.to_dict(), "embedding_layer": "pooled"})
+    torch.manual_seed(0)
+    model = DinoSpeechModel(config).eval()
+    features = torch.randn(3, 120, config.num_mel_bins)
+    pooled_size = model.pooling.output_size
+    assert pooled_size != config.embedding_size
+    with torch.no_grad():
+        pooled = model(features).embeddings
+        embedding = model(features, embedding_layer="embedding").embeddings
+    assert pooled.shape == (3, pooled_size) and embedding.shape == (3, config.embedding_size)
+    # the embedding layer is one linear map of the pooled statistics
+    torch.testing.assert_close(model.layer_outputs(pooled)["embedding"], embedding, rtol=1e-5, atol=1e-5)
+    rng = np.random.default_rng(0)
+    for name in ("embedding", "pooled"):
+        size = model.layer_size(name)
+        model.set_embedding_whitening(
+            torch.randn(size), torch.as_tensor(rng.normal(size=(size, size)), dtype=torch.float32), layer=name
+        )
+    with torch.no_grad():
+        whitened = model(features).embeddings
+    expected = (pooled - model.pooled_whitening.mean) @ model.pooled_whitening.transform
+    torch.testing.assert_close(whitened, expected, rtol=1e-4, atol=1e-4)
+    with whitening_removed(model) as stored, torch.no_grad():
+        assert set(stored) == {"embedding", "pooled"} and not model.config.pooled_whitening
+        torch.testing.assert_close(model(features).embeddings, pooled)
+    assert model.config.embedding_whitening and model.config.pooled_whitening
+    with torch.no_grad():
+        torch.testing.assert_close(model(features).embeddings, whitened)
+    model.save_pretrained(tmp_path / "m")
+    loaded = DinoSpeechModel.from_pretrained(tmp_path / "m").eval()
+    assert loaded.config.embedding_layer == "pooled" and loaded.config.pooled_whitening
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(features).embeddings, whitened)
+    loaded.remove_whitening()
+    assert loaded.whitening is None and loaded.pooled_whitening is None
+    with pytest.raises(ValueError, match="pooled whitening needs mean"):
+        loaded.set_embedding_whitening(torch.zeros(2), torch.eye(2), layer="pooled")
+    with pytest.raises(ValueError, match="embedding_layer must be one of"):
+        DinoSpeechConfig(embedding_layer="hidden")
+    # the DINO head reads the embedding layer whatever the embeddings are
+    pretraining = DinoSpeechForPreTraining(config).eval()
+    with torch.no_grad():
+        out = pretraining(features)
+    assert out.embeddings.shape == (3, config.embedding_size)

@@ -83,7 +83,7 @@ class MultiCropWrapper(nn.Module):
         Returns:
             logits `(sum N_i, K)` and embeddings `(sum N_i, D)`, in the order of `crops`.
         """
-        embeddings = torch.cat([self.model.dino_speech(c).embeddings for c in crops])
+        embeddings = torch.cat([self.model.dino_speech(c, embedding_layer="embedding").embeddings for c in crops])
         return self.model.dino_head(embeddings), embeddings
 
 

@@ -335,7 +335,7 @@ def train_on_pseudo_labels(
             loss = out.loss
             if anchored:
                 with torch.no_grad():
-                    reference = anchor(feats).embeddings.float()
+                    reference = anchor(feats, embedding_layer="embedding").embeddings.float()
                 similarity = torch.nn.functional.cosine_similarity(out.embeddings.float(), reference, dim=-1)
                 anchor_term = (1.0 - similarity).mean()
                 loss = loss + sup.dino_anchor_weight * anchor_term
@@ -397,7 +397,7 @@ def frozen_dino_export(dino_export: Union[str, Path], device: torch.device):
     from ..modeling_dino_speech import DinoSpeechModel
 
     anchor = DinoSpeechModel.from_pretrained(dino_export).to(device).eval()
-    anchor.set_embedding_whitening(None)
+    anchor.remove_whitening()
     return anchor.requires_grad_(False)
 
 
@@ -410,7 +410,7 @@ def starting_weights(cfg: PseudoLabelConfig, r: int, current: Path, embedder) ->
         start, model = Path(cfg.init), DinoSpeechModel.from_pretrained(cfg.init)
     else:
         start, model = current, embedder
-    return start, {k: v for k, v in model.state_dict().items() if not k.startswith("whitening.")}
+    return start, {k: v for k, v in model.state_dict().items() if not k.startswith(("whitening.", "pooled_whitening."))}
 
 
 @torch.no_grad()
@@ -468,16 +468,19 @@ def run_round(
     trains = cfg.supervised.head_steps + cfg.supervised.steps > 0
     # A round that trains nothing exports the network it clusters with: one pass over the pool, without the
     # whitening, serves the clustering (whitened here) and both whitenings of its export.
+    # The rounds cluster the embedding layer (what AAM-softmax trains), whitened as `current` stores it, whichever
+    # layer the model gives as its embeddings (`config.embedding_layer`).
     unwhitened: Optional[np.ndarray] = None
     if trains:
+        embedder.config.embedding_layer = "embedding"
         embeddings = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
     else:
-        from .whitening import apply_whitening
+        from .whitening import apply_whitening, whitening_removed
 
-        whitening = embedder.whitening
-        embedder.set_embedding_whitening(None)
-        unwhitened = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
-        embeddings = unwhitened if whitening is None else apply_whitening(whitening, unwhitened)
+        with whitening_removed(embedder) as stored:
+            unwhitened = extract_embeddings(accelerator, embedder, feature_extractor, paths, cfg.embed_batch_size)
+        layer = embedder.layer_outputs(torch.as_tensor(unwhitened))["embedding"].cpu().numpy()
+        embeddings = layer if "embedding" not in stored else apply_whitening(stored["embedding"], layer)
     result = cluster_embeddings(embeddings, cfg.clustering)
     # A pool of real and synthetic voices: how the clusters fare on the real part is the number that matters.
     subsets = {s: np.asarray(sources) == s for s in sorted(set(sources))} if sources and true_speakers else None
@@ -499,7 +502,7 @@ def run_round(
     config = DinoSpeechConfig.from_pretrained(current)
     config.architectures = None
     # Trained on the raw embeddings; a whitening is estimated again for the round's export (cfg.export).
-    config.embedding_whitening = False
+    config.embedding_whitening = config.pooled_whitening = False
     if trains:
         config.num_labels = int(result.n_clusters)
         config.aam_margin, config.aam_scale = cfg.supervised.margin, cfg.supervised.scale

@@ -14,7 +14,8 @@ shrunk towards its average variance before it is inverted.
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Tuple
+from contextlib import contextmanager
+from typing import Dict, Iterator, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -25,7 +26,22 @@ __all__ = [
     "fit_within_class_whitening",
     "whiten_on_pool",
     "whiten_within_classes",
+    "whitening_removed",
 ]
+
+
+@contextmanager
+def whitening_removed(model) -> Iterator[Dict[str, object]]:
+    """Inside, `model` (a `DinoSpeechModel`) gives its raw layer outputs; after, its stored whitenings are back.
+    Yields them, `{layer: EmbeddingWhitening}` for each layer that had one."""
+    stored = {layer: model.layer_whitening(layer) for layer in ("embedding", "pooled")}
+    stored = {layer: whitening for layer, whitening in stored.items() if whitening is not None}
+    model.remove_whitening()
+    try:
+        yield stored
+    finally:
+        for layer, whitening in stored.items():
+            model.set_embedding_whitening(whitening.mean, whitening.transform, layer=layer)
 
 
 @torch.no_grad()
@@ -102,7 +118,8 @@ def whiten_on_pool(
     embeddings: Optional[np.ndarray] = None,
 ) -> dict:
     """Embed a seeded random sample of the pool with `model` (a `DinoSpeechModel`, any whitening it has removed
-    first) and store the whitening of those embeddings in it (`DinoSpeechModel.set_embedding_whitening`).
+    first) and store the whitening of those embeddings in it (`DinoSpeechModel.set_embedding_whitening`), one
+    for each layer it whitens (`DinoSpeechModel.whitened_layers`).
 
     Args:
         embeddings: `(len(paths), D)`, `model`'s embeddings of every file of `paths` without any whitening, when
@@ -119,7 +136,7 @@ def whiten_on_pool(
 
     rng = np.random.default_rng(seed)
     chosen = np.sort(rng.permutation(len(paths))[: min(utterances, len(paths))])
-    model.set_embedding_whitening(None)
+    model.remove_whitening()
     if embeddings is not None:
         if embeddings.shape[0] != len(paths):
             raise ValueError(f"whitening: {embeddings.shape[0]} embeddings given for {len(paths)} files")
@@ -138,11 +155,13 @@ def whiten_on_pool(
             batch_size=batch_size,
             progress=False,
         )
-    mean, transform = fit_whitening(sample)
-    model.set_embedding_whitening(mean, transform)
+    layers = model.layer_outputs(torch.as_tensor(sample))
+    for layer, outputs in layers.items():
+        mean, transform = fit_whitening(outputs.cpu().numpy())
+        model.set_embedding_whitening(mean, transform, layer=layer)
     return {
         "whitening_utterances": int(len(chosen)),
-        "pool_effective_rank": round(effective_rank(torch.from_numpy(sample)), 2),
+        "pool_effective_rank": round(effective_rank(layers["embedding"].cpu().float()), 2),
     }
 
 
@@ -159,8 +178,9 @@ def whiten_within_classes(
     whitening the within-class whitening of those embeddings under `labels` (`fit_within_class_whitening`).
 
     Args:
-        embeddings: `(len(paths), D)`, `model`'s embeddings of `paths` without its whitening, when they are at
-            hand: they are whitened with the model's PCA whitening instead of embedded again.
+        embeddings: `(len(paths), D)`, `model`'s embeddings of `paths` without any whitening, when they are at
+            hand: they are whitened with the model's PCA whitening instead of embedded again. Each layer the
+            model whitens (`DinoSpeechModel.whitened_layers`) gets its own within-class whitening.
 
     Returns:
         a summary for the training record: the shrinkage, the number of utterances and of classes.
@@ -172,15 +192,18 @@ def whiten_within_classes(
             "within-class whitening is fitted in the PCA-whitened space: whiten the model on the pool first"
         )
     if embeddings is None:
-        whitened = embed_files(model, feature_extractor, list(paths), batch_size=batch_size, progress=False)
+        with whitening_removed(model):
+            embeddings = embed_files(model, feature_extractor, list(paths), batch_size=batch_size, progress=False)
     elif embeddings.shape[0] != len(paths):
         raise ValueError(f"within-class whitening: {embeddings.shape[0]} embeddings given for {len(paths)} files")
-    else:
-        whitened = apply_whitening(model.whitening, embeddings)
-    within = fit_within_class_whitening(whitened, np.asarray(labels), shrinkage)
-    model.set_embedding_whitening(
-        model.whitening.mean.detach().cpu(), model.whitening.transform.detach().cpu() @ within
-    )
+    for layer, outputs in model.layer_outputs(torch.as_tensor(embeddings)).items():
+        whitening = model.layer_whitening(layer)
+        if whitening is None:
+            raise ValueError(f"within-class whitening of the {layer} layer needs its PCA whitening first")
+        within = fit_within_class_whitening(apply_whitening(whitening, outputs), np.asarray(labels), shrinkage)
+        model.set_embedding_whitening(
+            whitening.mean.detach().cpu(), whitening.transform.detach().cpu() @ within, layer=layer
+        )
     return {
         "within_class_whitening": shrinkage,
         "within_class_utterances": int(len(paths)),
