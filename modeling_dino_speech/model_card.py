@@ -396,8 +396,15 @@ def _model_summary(folder: Path) -> Dict[str, Any]:
         from safetensors import safe_open
 
         with safe_open(str(weights), framework="np") as handle:
-            count = sum(int(_numel(handle.get_slice(name).get_shape())) for name in handle.keys())  # noqa: SIM118 (safe_open is not iterable)
-        summary["parameters"] = f"{count / 1e6:.2f} M (all tensors in model.safetensors)"
+            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}  # noqa: SIM118 (safe_open is not iterable)
+        summary["parameters"] = (
+            f"{sum(_numel(s) for s in shapes.values()) / 1e6:.2f} M (all tensors in model.safetensors)"
+        )
+        # the embedding layer's weight is (embedding_size, pooled statistics' size)
+        embedding = shapes.get("embedding.weight", shapes.get("dino_speech.embedding.weight"))
+        if embedding is not None:
+            pooled = config.get("embedding_layer") == "pooled"
+            summary["embedding dimensions"] = int(embedding[1] if pooled else embedding[0])
     return summary
 
 

@@ -67,7 +67,7 @@ class DinoSpeechPreTrainingOutput(ModelOutput):
 
 
 class EmbeddingWhitening(nn.Module):
-    """`(x - mean) @ transform` on `(batch, embedding_size)` embeddings, with both estimated on the unlabeled
+    """`(x - mean) @ transform` on `(batch, D)` outputs of a layer, with both estimated on the unlabeled
     training pool when a model is exported (PCA whitening): cosine scoring then weighs every direction of the
     pool's embedding space alike, instead of letting the few dominant ones (in an unlabeled pool: channel, level,
     language) decide. Buffers, not parameters: nothing here is trained."""
@@ -158,6 +158,11 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
     def layer_size(self, layer: str) -> int:
         """Dimensions of `layer` (`"embedding"` or `"pooled"`, see `config.embedding_layer`)."""
         return self.config.embedding_size if layer == "embedding" else self.pooling.output_size
+
+    @property
+    def output_size(self) -> int:
+        """Dimensions of `embeddings` (those of the layer `config.embedding_layer` names)."""
+        return self.layer_size(self.config.embedding_layer)
 
     @property
     def whitened_layers(self) -> tuple:

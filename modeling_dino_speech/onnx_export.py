@@ -1,7 +1,8 @@
 """ONNX export with the front end inside: ``dino-speech export-onnx MODEL out.onnx``.
 
 The graph takes ``waveform`` -- float32 ``(batch, samples)`` in [-1, 1] at the model's sampling rate, every row
-full length (no padding) -- and returns ``embeddings`` ``(batch, embedding_size)``: the Kaldi fbank, the mean
+full length (no padding) -- and returns ``embeddings`` ``(batch, D)``, D the size of the layer
+``config.embedding_layer`` names (the ``embedding_size`` metadata entry): the Kaldi fbank, the mean
 normalisation, the network and any embedding whitening are all in it, so a runtime needs nothing but
 onnxruntime (resample to the model's rate and average channels first). Batch size and length are dynamic.
 
@@ -170,7 +171,7 @@ def export_onnx(
         "input": "waveform: float32 (batch, samples) in [-1, 1], mono, full-length rows",
         "sampling_rate": str(rate),
         "output": "embeddings: float32 (batch, embedding_size); compare by cosine similarity",
-        **({"embedding_size": str(config.embedding_size)} if config is not None else {}),
+        **({"embedding_size": str(model.output_size)} if hasattr(model, "output_size") else {}),
         **(
             {"verification_threshold": repr(config.verification_threshold)}
             if getattr(config, "verification_threshold", None) is not None

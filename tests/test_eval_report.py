@@ -226,6 +226,17 @@ def test_cards_describe_their_own_backbone_and_method(tmp_path):
     assert "The embeddings are those of the teacher network" in dino
 
 
+@pytest.mark.parametrize("layer", ["embedding", "pooled"])
+def test_card_states_the_dimensions_of_the_embeddings_the_model_gives(tmp_path, tiny_config, layer):
+    from modeling_dino_speech import DinoSpeechConfig, DinoSpeechModel
+
+    model = DinoSpeechModel(DinoSpeechConfig(**{**tiny_config.to_dict(), "embedding_layer": layer}))
+    model.save_pretrained(tmp_path)
+    text = write_model_card(tmp_path, training={"method": "DINO (self-distillation, no labels)"}).read_text()
+    assert f"| embedding_layer | {layer} |" in text
+    assert f"| embedding dimensions | {model.output_size} |" in text
+
+
 def test_training_card_shows_its_calibration_and_the_evaluations_made_while_training(tmp_path):
     from modeling_dino_speech.calibration import calibrate_checkpoint, read_calibration
 

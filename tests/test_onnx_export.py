@@ -45,17 +45,23 @@ def test_graph_fbank_matches_the_feature_extractor(settings):
         torch.testing.assert_close(got, expected, atol=2e-3, rtol=1e-4)
 
 
-def _export(tmp_path, settings, check_waveforms=()):
+def _export(tmp_path, settings, check_waveforms=(), whiten=False):
     torch.manual_seed(0)
     config = DinoSpeechConfig(**settings)
     model = DinoSpeechModel(config).eval()
+    if whiten:  # a whitening of the layer the embeddings come from, as an export stores one
+        size = model.output_size
+        model.set_embedding_whitening(
+            torch.randn(size), torch.randn(size, size) / size**0.5, layer=config.embedding_layer
+        )
     fe = DinoSpeechFeatureExtractor.from_model_config(config)
     report = export_onnx(model, fe, tmp_path / "model.onnx", check_waveforms=list(check_waveforms))
     return model, fe, report
 
 
-def test_onnx_embeddings_match_pytorch_for_any_length_and_batch(tmp_path):
-    model, fe, report = _export(tmp_path, RESNET)
+@pytest.mark.parametrize("layer", ["embedding", "pooled"])
+def test_onnx_embeddings_match_pytorch_for_any_length_and_batch(tmp_path, layer):
+    model, fe, report = _export(tmp_path, {**RESNET, "embedding_layer": layer}, whiten=True)
     assert report["min_cosine"] > MIN_COSINE
     rng = np.random.default_rng(1)
     waves = [synth_voice(s, seconds, rng) for s, seconds in ((0, 0.7), (1, 4.1), (3, 9.3))]
@@ -66,7 +72,9 @@ def test_onnx_embeddings_match_pytorch_for_any_length_and_batch(tmp_path):
     alone = np.concatenate([session.run(None, {"waveform": row[None]})[0] for row in batch])
     np.testing.assert_allclose(together, alone, rtol=1e-4, atol=1e-5)
     metadata = {p.key: p.value for p in __import__("onnx").load(str(tmp_path / "model.onnx")).metadata_props}
-    assert metadata["sampling_rate"] == "16000" and metadata["embedding_size"] == "32"
+    expected = 32 if layer == "embedding" else model.pooling.output_size
+    assert model.output_size == expected and together.shape == (2, expected)
+    assert metadata["sampling_rate"] == "16000" and metadata["embedding_size"] == str(model.output_size)
 
 
 @pytest.mark.slow
