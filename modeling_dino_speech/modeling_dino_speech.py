@@ -12,7 +12,7 @@ from transformers import PreTrainedModel
 from transformers import initialization as init
 from transformers.utils import ModelOutput
 
-from .configuration_dino_speech import DinoSpeechConfig
+from .configuration_dino_speech import EMBEDDING_LAYERS, DinoSpeechConfig
 from .dino_head import DINOHead, WeightNormalizedLinear
 from .ecapa_tdnn import ECAPATDNN
 from .losses import AAMSoftmax
@@ -64,6 +64,13 @@ class DinoSpeechPreTrainingOutput(ModelOutput):
 
     logits: Optional[torch.FloatTensor] = None
     embeddings: Optional[torch.FloatTensor] = None
+
+
+# layer -> (the model's attribute holding its whitening, the config flag that says it has one)
+_WHITENING_OF_LAYER = {
+    "embedding": ("whitening", "embedding_whitening"),
+    "pooled": ("pooled_whitening", "pooled_whitening"),
+}
 
 
 class EmbeddingWhitening(nn.Module):
@@ -171,7 +178,7 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         return ("embedding",) if self.config.embedding_layer == "embedding" else ("embedding", "pooled")
 
     def layer_whitening(self, layer: str) -> Optional[EmbeddingWhitening]:
-        return self.whitening if layer == "embedding" else self.pooled_whitening
+        return getattr(self, _WHITENING_OF_LAYER[layer][0])
 
     @torch.no_grad()
     def layer_outputs(self, outputs: torch.Tensor) -> dict:
@@ -184,7 +191,7 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
 
     def remove_whitening(self) -> None:
         """Drop every stored whitening: `embeddings` are then the raw layer output."""
-        for layer in ("embedding", "pooled"):
+        for layer in EMBEDDING_LAYERS:
             self.set_embedding_whitening(None, layer=layer)
 
     def set_embedding_whitening(
@@ -193,10 +200,9 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         """Whiten `layer`'s output from now on: `(x - mean) @ transform`, with `mean` `(D,)` and `transform`
         `(D, D)` (`config.embedding_whitening` or `config.pooled_whitening` follows, so a saved checkpoint keeps
         it); `mean=None` removes it."""
-        if layer not in ("embedding", "pooled"):
-            raise ValueError(f"layer must be 'embedding' or 'pooled', got {layer!r}")
-        flag = "embedding_whitening" if layer == "embedding" else "pooled_whitening"
-        attribute = "whitening" if layer == "embedding" else "pooled_whitening"
+        if layer not in EMBEDDING_LAYERS:
+            raise ValueError(f"layer must be one of {EMBEDDING_LAYERS}, got {layer!r}")
+        attribute, flag = _WHITENING_OF_LAYER[layer]
         if mean is None:
             setattr(self, attribute, None)
             setattr(self.config, flag, False)

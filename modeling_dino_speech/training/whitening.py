@@ -20,6 +20,8 @@ from typing import Dict, Iterator, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
+from ..configuration_dino_speech import EMBEDDING_LAYERS
+
 __all__ = [
     "apply_whitening",
     "fit_whitening",
@@ -34,7 +36,7 @@ __all__ = [
 def whitening_removed(model) -> Iterator[Dict[str, object]]:
     """Inside, `model` (a `DinoSpeechModel`) gives its raw layer outputs; after, its stored whitenings are back.
     Yields them, `{layer: EmbeddingWhitening}` for each layer that had one."""
-    stored = {layer: model.layer_whitening(layer) for layer in ("embedding", "pooled")}
+    stored = {layer: model.layer_whitening(layer) for layer in EMBEDDING_LAYERS}
     stored = {layer: whitening for layer, whitening in stored.items() if whitening is not None}
     model.remove_whitening()
     try:
