@@ -45,8 +45,31 @@ DEFAULT_SETTINGS = [
 ]
 
 
-def run_demo(setting: str, data: Path, out: Path, steps: int, timeout: float) -> dict:
+def setting_overrides(setting: str) -> list:
+    """`threads:workers:augment_on` -> the recipe overrides it stands for."""
     threads, workers, augment_on = setting.split(":")
+    return [f"num_threads={threads}", f"data.num_workers={workers}", f"data.augment_on={augment_on}"]
+
+
+def crops_per_step(recipe: Path) -> int:
+    """Crops one step of the run whose resolved `recipe.yaml` this is trains on (batch x crops per utterance)."""
+    import yaml
+
+    data = yaml.safe_load(recipe.read_text())["data"]
+    return data["batch_size"] * (data["crops"]["n_global"] + data["crops"]["n_local"])
+
+
+def recipe_steps() -> int:
+    """The DINO steps of `configs/demo.yaml`: what one `make demo` trains."""
+    import yaml
+
+    return int(yaml.safe_load((ROOT / "configs" / "demo.yaml").read_text())["optim"]["max_steps"])
+
+
+def run_demo(overrides: list, data: Path, out: Path, steps: int, timeout: float) -> dict:
+    """`train.py dino` on the demo recipe with `overrides`, `steps` steps, evaluation and checkpoints off; the
+    time of each step (from `metrics.jsonl`), the wall time, the load before and after, the thread counts the
+    `auto` governor chose."""
     args = [
         sys.executable,
         str(ROOT / "train.py"),
@@ -58,12 +81,11 @@ def run_demo(setting: str, data: Path, out: Path, steps: int, timeout: float) ->
         f"data.train={data / 'train.csv'}",
         f"data.augment.musan_root={data / 'musan_standin'}",
         "eval.trials=null",
-        f"num_threads={threads}",
-        f"data.num_workers={workers}",
-        f"data.augment_on={augment_on}",
         f"max_steps={steps}",
         "log_every=1",
         "save_every=0",
+        "export.whitening=false",
+        *overrides,
     ]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
     load = os.getloadavg()[0]
@@ -81,7 +103,8 @@ def run_demo(setting: str, data: Path, out: Path, steps: int, timeout: float) ->
     wall = time.perf_counter() - start
     metrics = out / "metrics.jsonl"
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.exists() else []
-    step_s = [160.0 / row["crops_per_second"] for row in rows if "crops_per_second" in row]  # 32 x 5 crops
+    crops = crops_per_step(out / "recipe.yaml") if (out / "recipe.yaml").exists() else 0
+    step_s = [crops / row["crops_per_second"] for row in rows if "crops_per_second" in row]
     chosen = [int(n) for n in re.findall(r"-> (\d+) intra-op thread", output)]
     return {
         "step_s": step_s,
@@ -97,19 +120,26 @@ def competitor() -> subprocess.Popen:
     return subprocess.Popen(["nice", "-n", "10", sys.executable, "-c", "while True: pass"])
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def demo_run_arguments(doc: str, settings: list, steps: int, warmup: int, timeout: float) -> tuple:
+    """The command line of a script that times short demo runs (this one, demo_step.py): the parsed arguments
+    and the demo corpus folder, checked."""
+    parser = argparse.ArgumentParser(description=doc.split("\n")[0])
     parser.add_argument("--data", default=str(ROOT / "data" / "demo"))
-    parser.add_argument("--settings", nargs="+", default=DEFAULT_SETTINGS)
-    parser.add_argument("--steps", type=int, default=12)
-    parser.add_argument("--warmup", type=int, default=2, help="first steps left out of the median")
+    parser.add_argument("--settings", nargs="+", default=settings)
+    parser.add_argument("--steps", type=int, default=steps)
+    parser.add_argument("--warmup", type=int, default=warmup, help="first steps left out of the median")
     parser.add_argument("--rounds", type=int, default=1)
-    parser.add_argument("--timeout", type=float, default=240.0, help="seconds per run before it is cut")
+    parser.add_argument("--timeout", type=float, default=timeout, help="seconds per run before it is cut")
     parser.add_argument("--json", default=None, help="also write the raw results here")
     args = parser.parse_args()
     data = Path(args.data)
     if not (data / "train.csv").exists():
         raise SystemExit(f"{data}/train.csv not found: build the demo corpus first (make corpus)")
+    return args, data
+
+
+def main() -> None:
+    args, data = demo_run_arguments(__doc__, DEFAULT_SETTINGS, steps=12, warmup=2, timeout=240.0)
 
     print("demo_threads: the demo's DINO step, quiet vs one competing process (nice 10)")
     print(machine_line("per setting"))
@@ -124,7 +154,7 @@ def main() -> None:
                     rival = competitor() if condition == "competing" else None
                     try:
                         out = Path(folder) / f"{setting.replace(':', '_')}_{condition}_{r}"
-                        result = run_demo(setting, data, out, args.steps, args.timeout)
+                        result = run_demo(setting_overrides(setting), data, out, args.steps, args.timeout)
                     finally:
                         if rival is not None:
                             rival.kill()
@@ -142,7 +172,7 @@ def main() -> None:
                     if result["tail"] and not result["step_s"]:
                         print(result["tail"])
 
-    rows = []
+    rows, stage = [], recipe_steps()
     for setting in args.settings:
         medians = {}
         for condition in ("quiet", "competing"):
@@ -159,13 +189,11 @@ def main() -> None:
                 f"{medians['quiet']:.2f}",
                 f"{medians['competing']:.2f}",
                 f"{medians['competing'] / medians['quiet']:.1f}x",
-                f"{300 * medians['quiet'] / 60:.1f}",
-                f"{300 * medians['competing'] / 60:.1f}",
+                f"{stage * medians['quiet'] / 60:.1f}",
+                f"{stage * medians['competing'] / 60:.1f}",
             ]
         )
-    print(
-        f"\nmedian s/step after {args.warmup} warm-up steps, {args.rounds} round(s); 300 steps = the demo's DINO stage"
-    )
+    print(f"\nmedian s/step after {args.warmup} warm-up steps, {args.rounds} round(s); {stage} steps: the DINO stage")
     print(
         table(
             [
@@ -175,8 +203,8 @@ def main() -> None:
                 "quiet s/step",
                 "competing s/step",
                 "slow-down",
-                "300 steps quiet (min)",
-                "300 steps competing (min)",
+                f"{stage} steps quiet (min)",
+                f"{stage} steps competing (min)",
             ],
             rows,
         )

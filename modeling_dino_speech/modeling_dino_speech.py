@@ -162,9 +162,15 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         self.pooled_whitening = EmbeddingWhitening(self.pooling.output_size) if config.pooled_whitening else None
         self.post_init()
 
+    @staticmethod
+    def _check_layer(layer: str) -> str:
+        if layer not in EMBEDDING_LAYERS:
+            raise ValueError(f"layer must be one of {EMBEDDING_LAYERS}, got {layer!r}")
+        return layer
+
     def layer_size(self, layer: str) -> int:
         """Dimensions of `layer` (`"embedding"` or `"pooled"`, see `config.embedding_layer`)."""
-        return self.config.embedding_size if layer == "embedding" else self.pooling.output_size
+        return self.config.embedding_size if self._check_layer(layer) == "embedding" else self.pooling.output_size
 
     @property
     def output_size(self) -> int:
@@ -178,7 +184,8 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         return ("embedding",) if self.config.embedding_layer == "embedding" else ("embedding", "pooled")
 
     def layer_whitening(self, layer: str) -> Optional[EmbeddingWhitening]:
-        return getattr(self, _WHITENING_OF_LAYER[layer][0])
+        """The whitening stored for `layer` (`"embedding"` or `"pooled"`), or None when it has none."""
+        return getattr(self, _WHITENING_OF_LAYER[self._check_layer(layer)][0])
 
     @torch.no_grad()
     def layer_outputs(self, outputs: torch.Tensor) -> dict:
@@ -200,9 +207,7 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         """Whiten `layer`'s output from now on: `(x - mean) @ transform`, with `mean` `(D,)` and `transform`
         `(D, D)` (`config.embedding_whitening` or `config.pooled_whitening` follows, so a saved checkpoint keeps
         it); `mean=None` removes it."""
-        if layer not in EMBEDDING_LAYERS:
-            raise ValueError(f"layer must be one of {EMBEDDING_LAYERS}, got {layer!r}")
-        attribute, flag = _WHITENING_OF_LAYER[layer]
+        attribute, flag = _WHITENING_OF_LAYER[self._check_layer(layer)]
         if mean is None:
             setattr(self, attribute, None)
             setattr(self.config, flag, False)
@@ -240,6 +245,7 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
             raise ValueError(
                 f"input_features must be (batch, frames, {self.config.num_mel_bins}), got {tuple(input_features.shape)}"
             )
+        layer = self._check_layer(embedding_layer or self.config.embedding_layer)
         batch, frames, _ = input_features.shape
         if attention_mask is None:
             lengths = torch.full((batch,), frames, dtype=torch.long, device=input_features.device)
@@ -250,7 +256,6 @@ class DinoSpeechModel(DinoSpeechPreTrainedModel):
         hidden, out_lengths = self.backbone(input_features, lengths)
         mask = lengths_to_mask(out_lengths, hidden.shape[-1])
         pooled = self.pooling(hidden, mask if attention_mask is not None else None)
-        layer = embedding_layer or self.config.embedding_layer
         embeddings = self.pooled_norm(pooled)
         if layer == "embedding":
             embeddings = self.embedding(embeddings)

@@ -220,6 +220,12 @@ def test_pooled_layer_gives_the_embeddings_and_the_heads_keep_the_embedding_laye
         loaded.set_embedding_whitening(torch.zeros(2), torch.eye(2), layer="pooled")
     with pytest.raises(ValueError, match="embedding_layer must be one of"):
         DinoSpeechConfig(embedding_layer="hidden")
+    # a layer the model does not have is a clear error wherever a layer is named, not a KeyError or a wrong size
+    remove = lambda layer: loaded.set_embedding_whitening(None, layer=layer)
+    forward = lambda layer: loaded(features, embedding_layer=layer)
+    for use in (loaded.layer_whitening, loaded.layer_size, remove, forward):
+        with pytest.raises(ValueError, match="layer must be one of .*'hidden'"):
+            use("hidden")
     # the DINO head reads the embedding layer whatever the embeddings are
     pretraining = DinoSpeechForPreTraining(config).eval()
     with torch.no_grad():
