@@ -34,7 +34,8 @@ DEFAULT_SETTINGS = [
     "loader-in-process:data.num_workers=0",
     "ecapa-channels-192:model.ecapa_channels=192",
     "ecapa-channels-256:model.ecapa_channels=256",
-    "prototypes-4096:model.dino_num_prototypes=4096",
+    "prototypes-1024:model.dino_num_prototypes=1024",
+    "prototypes-16384:model.dino_num_prototypes=16384",
 ]
 
 
