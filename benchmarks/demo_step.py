@@ -20,6 +20,7 @@ Usage:
 from __future__ import annotations
 
 import json
+import re
 import statistics
 import tempfile
 from pathlib import Path
@@ -36,15 +37,17 @@ DEFAULT_SETTINGS = [
     "ecapa-channels-256:model.ecapa_channels=256",
     "prototypes-1024:model.dino_num_prototypes=1024",
     "prototypes-16384:model.dino_num_prototypes=16384",
+    "speed-perturbation:data.crops.speed=[0.9,1.1]",
 ]
 
 
 def parse_setting(setting: str) -> tuple:
-    """`name:key=value,key=value` -> (name, [overrides])."""
+    """`name:key=value,key=value` -> (name, [overrides]); a value may be a list, `key=[a,b]`."""
     name, _, overrides = setting.partition(":")
-    if not name or any("=" not in item for item in overrides.split(",") if item):
+    items = [item for item in re.split(r",(?![^\[]*\])", overrides) if item]
+    if not name or any("=" not in item for item in items):
         raise SystemExit(f"setting {setting!r}: expected name:key=value[,key=value...]")
-    return name, [item for item in overrides.split(",") if item]
+    return name, items
 
 
 def main() -> None:

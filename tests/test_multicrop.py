@@ -342,3 +342,37 @@ def test_everything_at_the_feature_extractor_rate(corpus):
         MultiCropper(cfg, Augmenter(AugmentConfig(), sampling_rate=16000), sampling_rate=8000)
     with pytest.raises(ValueError, match="8000 Hz gives 4000"):
         MultiCropCollator(cfg, fe8)([MultiCropper(cfg, sampling_rate=SR)(corpus[0], 0)])
+
+
+def _peak_hz(crop: np.ndarray) -> float:
+    return float(np.argmax(np.abs(np.fft.rfft(crop))) * SR / len(crop))
+
+
+def test_speed_perturbation_moves_every_view_of_an_utterance_by_one_factor(tmp_path):
+    path = tmp_path / "tone.wav"
+    t = np.arange(3 * SR) / SR
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 400 * t)).astype(np.float32), SR, subtype="FLOAT")
+    plain = MultiCropper(MultiCropConfig(**CFG), sampling_rate=SR)
+    assert all(_peak_hz(c) == 400 for c in plain(str(path), 0)["global_crops"])
+    fixed = MultiCropper(MultiCropConfig(**CFG, speed=(1.25, 1.25)), sampling_rate=SR)
+    item = fixed(str(path), 0)
+    assert item["global_crops"].shape == (2, 8000) and item["local_crops"].shape == (3, 4000)
+    # A view is 1.25 times faster: the tone is 500 Hz, in the long and the short views alike.
+    assert all(abs(_peak_hz(c) - 500) <= 4 for c in [*item["global_crops"], *item["local_crops"]])
+    ranged = MultiCropper(MultiCropConfig(**CFG, speed=(0.8, 1.2)), sampling_rate=SR)
+    peaks = []
+    for index in range(8):
+        views = ranged(str(path), index)["global_crops"]
+        first, second = (_peak_hz(v) for v in views)
+        assert abs(first - second) <= 2  # one factor per utterance
+        peaks.append(first)
+    assert min(peaks) < 380 and max(peaks) > 420 and all(315 <= p <= 485 for p in peaks)
+    assert np.array_equal(ranged(str(path), 3)["local_crops"], ranged(str(path), 3)["local_crops"])
+
+
+def test_speed_perturbation_setting_is_checked():
+    with pytest.raises(ValueError, match="speed"):
+        MultiCropConfig(speed=(1.1, 0.9))
+    with pytest.raises(ValueError, match="speed"):
+        MultiCropConfig(speed=(0.0, 1.0))
+    assert from_dict(MultiCropConfig, {"speed": [0.9, 1.1]}).speed == (0.9, 1.1)

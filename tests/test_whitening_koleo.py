@@ -231,3 +231,32 @@ def test_pooled_layer_gives_the_embeddings_and_the_heads_keep_the_embedding_laye
     with torch.no_grad():
         out = pretraining(features)
     assert out.embeddings.shape == (3, config.embedding_size)
+
+
+def test_the_pool_whitening_takes_the_recipes_eigenvalue_floor(tmp_path, tiny_config):
+    from modeling_dino_speech import DinoSpeechFeatureExtractor
+    from modeling_dino_speech.training.config import ExportConfig
+    from modeling_dino_speech.training.whitening import whiten_on_pool
+
+    with pytest.raises(ValueError, match="whitening_floor"):
+        ExportConfig(whitening_floor=0.0)
+    with pytest.raises(ValueError, match="whitening_floor"):
+        ExportConfig(whitening_floor=1.5)
+    rng = np.random.default_rng(2)
+    # a pool that uses two directions strongly and the rest hardly at all
+    size = tiny_config.embedding_size
+    pool = rng.standard_normal((64, size)) * np.r_[10.0, 5.0, np.full(size - 2, 0.01)]
+    model = DinoSpeechModel(tiny_config).eval()
+    extractor = DinoSpeechFeatureExtractor.from_model_config(tiny_config)
+    paths = [f"unused_{i}.wav" for i in range(len(pool))]
+    scales = {}
+    for floor in (1e-4, 0.1):
+        whiten_on_pool(
+            model, extractor, paths, utterances=64, embeddings=pool.astype(np.float32), eigenvalue_floor=floor
+        )
+        _, expected = fit_whitening(pool, eigenvalue_floor=floor)
+        ours = model.layer_whitening("embedding").transform
+        torch.testing.assert_close(ours @ ours.T, expected @ expected.T, rtol=1e-3, atol=1e-3)
+        scales[floor] = float(torch.linalg.matrix_norm(ours, ord=2))
+    # with the higher floor the hardly used directions are no longer blown up to the scale of the used ones
+    assert scales[1e-4] > 10 * scales[0.1]

@@ -40,7 +40,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
-from ..utils.checks import above, at_least, check_ranges, one_of
+from ..resampling import resample
+from ..utils.checks import SettingError, above, at_least, check_ranges, one_of
 from .audio import AudioError, is_silent, load_audio, load_segments
 from .augment import AugmentConfig, Augmenter
 from .vad import EnergyVADConfig, apply_energy_vad
@@ -85,8 +86,16 @@ class MultiCropConfig:
     """Drop items whose crops are all digital silence / below -60 dBFS (counted in ``num_skipped``)."""
     on_error: str = "skip"
     """``"skip"``: drop an unreadable item, log it once, count it; ``"fail"``: raise its AudioError."""
+    speed: tuple[float, float] = (1.0, 1.0)
+    """Speed perturbation of the whole utterance before it is cut: a factor drawn uniformly from this range
+    (above 1 faster), the same for all of its views. Pitch and formants move with it, as in Kaldi's speed
+    perturbation, so a small pool is heard in voices it does not hold; ``(1, 1)`` leaves the audio as it is."""
 
     def __post_init__(self) -> None:
+        speed = tuple(float(v) for v in self.speed)
+        if len(speed) != 2 or not 0 < speed[0] <= speed[1] < float("inf"):
+            raise SettingError("speed", self.speed, "a [low, high] pair of factors with 0 < low <= high")
+        self.speed = speed
         check_ranges(
             self,
             {
@@ -158,10 +167,22 @@ class MultiCropper:
         cfg, sr = self.config, self.sampling_rate
         return [cfg.global_samples(sr)] * cfg.n_global + [cfg.local_samples(sr)] * cfg.n_local
 
-    def _read(self, path: str, draws: np.ndarray) -> tuple[list[np.ndarray], bool]:
-        """Crops in ``_lengths()`` order, and whether the utterance was shorter than the longest crop."""
+    def _read(self, path: str, draws: np.ndarray, speed: float = 1.0) -> tuple[list[np.ndarray], bool]:
+        """Crops in ``_lengths()`` order at ``speed`` (see ``MultiCropConfig.speed``), and whether the utterance
+        was shorter than the longest crop."""
+        if speed == 1.0:
+            return self._read_lengths(path, draws, self._lengths())
         sr = self.sampling_rate
+        # Read enough samples that each crop fills its length once sped up, then resample as if the audio had
+        # been recorded at sr * speed.
         lengths = self._lengths()
+        native = [int(np.ceil(n * speed)) + 1 for n in lengths]
+        crops, short = self._read_lengths(path, draws, native)
+        rate = int(round(sr * speed))
+        return [_cut(resample(c, rate, sr), n, 0.0) for c, n in zip(crops, lengths)], short
+
+    def _read_lengths(self, path: str, draws: np.ndarray, lengths: list[int]) -> tuple[list[np.ndarray], bool]:
+        sr = self.sampling_rate
         if self._vad is not None:
             wav = apply_energy_vad(load_audio(path, sr), sr, self._vad)
             return [_cut(wav, n, u) for n, u in zip(lengths, draws)], len(wav) < max(lengths)
@@ -196,8 +217,10 @@ class MultiCropper:
         cfg = self.config
         rng = item_rng(seed, epoch, index)
         draws = rng.random(cfg.n_global + cfg.n_local)
+        # Drawn only when on, so that recipes without it keep their random streams.
+        speed = float(rng.uniform(*cfg.speed)) if cfg.speed != (1.0, 1.0) else 1.0
         try:
-            crops, short = self._read(path, draws)
+            crops, short = self._read(path, draws, speed)
         except AudioError as err:
             if cfg.on_error == "fail":
                 raise

@@ -157,9 +157,12 @@ class ExportConfig:
     (`training.whitening`), in the exported `final/` model."""
     whitening_utterances: int = 2000
     """Pool utterances (a seeded random sample) the whitening is estimated on."""
+    whitening_floor: float = 1e-4
+    """Eigenvalues of the pool's covariance below this fraction of the largest are raised to it before the
+    whitening divides by them: the directions the pool hardly uses, more noise than voice, are amplified less."""
 
     def __post_init__(self) -> None:
-        check_ranges(self, {"whitening_utterances": at_least(2, integer=True)})
+        check_ranges(self, {"whitening_utterances": at_least(2, integer=True), "whitening_floor": between(1e-12, 1)})
 
 
 @dataclass

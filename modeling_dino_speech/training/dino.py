@@ -934,6 +934,7 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
                     run.dataset["duration"] if "duration" in run.dataset.column_names else None,
                     run.cfg.export.whitening_utterances,
                     seed=run.cfg.seed,
+                    eigenvalue_floor=run.cfg.export.whitening_floor,
                 )
             )
         export_dino(

@@ -552,6 +552,7 @@ def run_round(
                 cfg.export.whitening_utterances,
                 seed=cfg.seed + r,
                 embeddings=unwhitened,
+                eigenvalue_floor=cfg.export.whitening_floor,
             )
         )
         if cfg.within_class_whitening is not None:

@@ -118,6 +118,7 @@ def whiten_on_pool(
     seed: int = 0,
     batch_size: int = 32,
     embeddings: Optional[np.ndarray] = None,
+    eigenvalue_floor: float = 1e-4,
 ) -> dict:
     """Embed a seeded random sample of the pool with `model` (a `DinoSpeechModel`, any whitening it has removed
     first) and store the whitening of those embeddings in it (`DinoSpeechModel.set_embedding_whitening`), one
@@ -127,6 +128,7 @@ def whiten_on_pool(
         embeddings: `(len(paths), D)`, `model`'s embeddings of every file of `paths` without any whitening, when
             they are at hand (a pseudo-label round that trains nothing has them): the sample is taken from them
             instead of embedded again, and the files are not screened again.
+        eigenvalue_floor: as in `fit_whitening`.
 
     Returns:
         a summary for the training record: the number of utterances and the pool's effective rank before
@@ -159,7 +161,7 @@ def whiten_on_pool(
         )
     layers = model.layer_outputs(torch.as_tensor(sample))
     for layer, outputs in layers.items():
-        mean, transform = fit_whitening(outputs.cpu().numpy())
+        mean, transform = fit_whitening(outputs.cpu().numpy(), eigenvalue_floor)
         model.set_embedding_whitening(mean, transform, layer=layer)
     return {
         "whitening_utterances": int(len(chosen)),
