@@ -22,6 +22,18 @@ def test_fit_whitening_makes_the_pool_isotropic():
         fit_whitening(pool[:1])
 
 
+def test_a_lower_power_whitens_part_of_the_way():
+    rng = np.random.default_rng(0)
+    scales = np.array([8.0, 4.0, 2.0, 1.0])
+    pool = rng.standard_normal((4000, 4)) * scales
+    mean, transform = fit_whitening(pool, power=0.25)
+    spread = np.sqrt(np.diag(np.cov((pool - mean.numpy()) @ transform.numpy(), rowvar=False)))
+    # the principal directions keep the square root of their standard deviations: 8:4:2:1 becomes about 2.8:2:1.4:1
+    np.testing.assert_allclose(np.sort(spread)[::-1] / spread.min(), np.sqrt(scales), rtol=0.05)
+    _, rotation = fit_whitening(pool, power=0.0)
+    np.testing.assert_allclose(rotation.numpy() @ rotation.numpy().T, np.eye(4), atol=1e-5)
+
+
 def test_within_class_whitening_turns_the_clusters_covariance_into_the_identity():
     rng = np.random.default_rng(2)
     centres = rng.standard_normal((6, 5)) * 4
@@ -242,6 +254,8 @@ def test_the_pool_whitening_takes_the_recipes_eigenvalue_floor(tmp_path, tiny_co
         ExportConfig(whitening_floor=0.0)
     with pytest.raises(ValueError, match="whitening_floor"):
         ExportConfig(whitening_floor=1.5)
+    with pytest.raises(ValueError, match="whitening_power"):
+        ExportConfig(whitening_power=0.6)
     rng = np.random.default_rng(2)
     # a pool that uses two directions strongly and the rest hardly at all
     size = tiny_config.embedding_size

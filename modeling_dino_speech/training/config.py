@@ -160,9 +160,19 @@ class ExportConfig:
     whitening_floor: float = 1e-4
     """Eigenvalues of the pool's covariance below this fraction of the largest are raised to it before the
     whitening divides by them: the directions the pool hardly uses, more noise than voice, are amplified less."""
+    whitening_power: float = 0.5
+    """Each principal direction is divided by its variance to this power: 0.5 whitens fully, less evens the
+    directions out only part of the way, 0 centres and rotates (`training.whitening.fit_whitening`)."""
 
     def __post_init__(self) -> None:
-        check_ranges(self, {"whitening_utterances": at_least(2, integer=True), "whitening_floor": between(1e-12, 1)})
+        check_ranges(
+            self,
+            {
+                "whitening_utterances": at_least(2, integer=True),
+                "whitening_floor": between(1e-12, 1),
+                "whitening_power": between(0, 0.5),
+            },
+        )
 
 
 @dataclass

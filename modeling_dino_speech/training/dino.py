@@ -935,6 +935,7 @@ def finish(run: DinoRun, log: TrainingLog, evaluator: Optional[Evaluator], colla
                     run.cfg.export.whitening_utterances,
                     seed=run.cfg.seed,
                     eigenvalue_floor=run.cfg.export.whitening_floor,
+                    power=run.cfg.export.whitening_power,
                 )
             )
         export_dino(

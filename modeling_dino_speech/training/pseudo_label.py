@@ -553,6 +553,7 @@ def run_round(
                 seed=cfg.seed + r,
                 embeddings=unwhitened,
                 eigenvalue_floor=cfg.export.whitening_floor,
+                power=cfg.export.whitening_power,
             )
         )
         if cfg.within_class_whitening is not None:

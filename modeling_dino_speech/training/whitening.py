@@ -52,26 +52,31 @@ def apply_whitening(whitening, embeddings: np.ndarray) -> np.ndarray:
     return whitening(torch.as_tensor(embeddings, device=whitening.mean.device)).cpu().numpy()
 
 
-def fit_whitening(embeddings: np.ndarray, eigenvalue_floor: float = 1e-4) -> Tuple[torch.Tensor, torch.Tensor]:
+def fit_whitening(
+    embeddings: np.ndarray, eigenvalue_floor: float = 1e-4, power: float = 0.5
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Mean `(D,)` and PCA-whitening transform `(D, D)` of `(N, D)` pool embeddings.
 
     Args:
         eigenvalue_floor: eigenvalues below this fraction of the largest are raised to it, so directions the pool
             hardly uses are not blown up into noise.
+        power: the transform is `V diag(lambda ** -power)`: 0.5 whitens fully, less evens the directions out only
+            part of the way (0 centres and rotates), which leaves the directions the pool uses most a larger share.
     """
     x = np.asarray(embeddings, dtype=np.float64)
     if x.ndim != 2 or x.shape[0] < 2:
         raise ValueError(f"whitening needs (N >= 2, D) embeddings, got shape {x.shape}")
     mean = x.mean(axis=0)
-    transform = _inverse_square_root(np.cov(x - mean, rowvar=False), eigenvalue_floor)
+    transform = _inverse_power(np.cov(x - mean, rowvar=False), eigenvalue_floor, power)
     return torch.from_numpy(mean.astype(np.float32)), torch.from_numpy(transform.astype(np.float32))
 
 
-def _inverse_square_root(covariance: np.ndarray, eigenvalue_floor: float) -> np.ndarray:
-    """`V diag(1 / sqrt(lambda))` of a covariance, its eigenvalues raised to `eigenvalue_floor` times the largest."""
+def _inverse_power(covariance: np.ndarray, eigenvalue_floor: float, power: float = 0.5) -> np.ndarray:
+    """`V diag(lambda ** -power)` of a covariance (0.5: its inverse square root), its eigenvalues raised to
+    `eigenvalue_floor` times the largest."""
     values, vectors = np.linalg.eigh(covariance)
     values = np.maximum(values, eigenvalue_floor * values.max())
-    return vectors / np.sqrt(values)[None, :]
+    return vectors / values[None, :] ** power
 
 
 def fit_within_class_whitening(
@@ -85,7 +90,7 @@ def fit_within_class_whitening(
     Args:
         labels: int class of each row; rows labelled -1 (left out by the clustering) are ignored.
         shrinkage: in [0, 1]; 0 trusts the clusters' covariance as it is, 1 only rescales.
-        eigenvalue_floor: as in `fit_whitening`.
+        eigenvalue_floor, power: as in `fit_whitening`.
 
     Raises:
         ValueError: shapes that do not match, a shrinkage outside [0, 1], or fewer than two classes.
@@ -106,7 +111,7 @@ def fit_within_class_whitening(
     centred = x - means[y]
     within = centred.T @ centred / len(x)
     within = (1.0 - shrinkage) * within + shrinkage * np.trace(within) / x.shape[1] * np.eye(x.shape[1])
-    return torch.from_numpy(_inverse_square_root(within, eigenvalue_floor).astype(np.float32))
+    return torch.from_numpy(_inverse_power(within, eigenvalue_floor).astype(np.float32))
 
 
 def whiten_on_pool(
@@ -119,6 +124,7 @@ def whiten_on_pool(
     batch_size: int = 32,
     embeddings: Optional[np.ndarray] = None,
     eigenvalue_floor: float = 1e-4,
+    power: float = 0.5,
 ) -> dict:
     """Embed a seeded random sample of the pool with `model` (a `DinoSpeechModel`, any whitening it has removed
     first) and store the whitening of those embeddings in it (`DinoSpeechModel.set_embedding_whitening`), one
@@ -128,7 +134,7 @@ def whiten_on_pool(
         embeddings: `(len(paths), D)`, `model`'s embeddings of every file of `paths` without any whitening, when
             they are at hand (a pseudo-label round that trains nothing has them): the sample is taken from them
             instead of embedded again, and the files are not screened again.
-        eigenvalue_floor: as in `fit_whitening`.
+        eigenvalue_floor, power: as in `fit_whitening`.
 
     Returns:
         a summary for the training record: the number of utterances and the pool's effective rank before
@@ -161,7 +167,7 @@ def whiten_on_pool(
         )
     layers = model.layer_outputs(torch.as_tensor(sample))
     for layer, outputs in layers.items():
-        mean, transform = fit_whitening(outputs.cpu().numpy(), eigenvalue_floor)
+        mean, transform = fit_whitening(outputs.cpu().numpy(), eigenvalue_floor, power)
         model.set_embedding_whitening(mean, transform, layer=layer)
     return {
         "whitening_utterances": int(len(chosen)),
