@@ -218,6 +218,7 @@ def test_recipe_takes_the_dino_data_section():
         ("data.streaming=true", "map-style"),
         ("data.crops.global_seconds=2.0", "supervised.crop_seconds"),
         ("data.crops.n_local=2", "no local crops"),
+        ("data.crops.speed=[0.9,1.1]", "new voices"),
     ],
 )
 def test_recipe_refuses_data_settings_it_would_ignore(setting, hint):

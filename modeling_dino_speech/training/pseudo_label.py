@@ -108,6 +108,7 @@ _NOT_FOR_PSEUDO_LABELS = {
     "crops.global_seconds": "the crop length is supervised.crop_seconds",
     "crops.n_local": "the AAM-softmax training has no local crops",
     "crops.local_seconds": "the AAM-softmax training has no local crops",
+    "crops.speed": "speed perturbation makes new voices for DINO, and a cluster's utterances keep its label here",
     "augment_on": "the AAM-softmax training augments in the DataLoader workers",
 }
 
