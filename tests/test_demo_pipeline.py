@@ -102,10 +102,16 @@ def test_demo_chain_on_the_quick_corpus(tmp_path):
     assert "```json" not in report  # tables a person reads, no raw JSON
     # Every EER carries its speaker-bootstrap interval, and the interval holds the point EER.
     verification = json.loads((runs / "eval" / "dino_no_labels" / "verification.json").read_text())
+    point_intervals = []
     for name, m in verification["speaker_verification"].items():
         low, high = m["eer_ci95"]
-        assert low <= m["eer"] <= high and high > low, (name, m["eer"], low, high)
+        assert low <= m["eer"] <= high, (name, m["eer"], low, high)
         assert m["eer_ci_over"] == "speakers" and m["num_speakers"] >= 2
+        if high == low:
+            point_intervals.append(name)
+    # The cross-language list's targets are all one speaker's (Allison's en against es): on the quick corpus's
+    # twenty trials resampling the speakers can leave its EER where it is. Every other list has a width.
+    assert point_intervals in ([], ["trials_real_crosslang"]), point_intervals
     images = [line.split("(")[1].rstrip(")") for line in report.splitlines() if line.startswith("![")]
     assert len(images) >= 5
     for image in images:
